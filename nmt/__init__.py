@@ -1,0 +1,3 @@
+"""nmt: an end-to-end neural machine translation trainer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,242 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+
+Every YAML file under ``conf/`` is validated against these schemas at compose time, so a
+misspelt key or a wrong type fails before any code runs. Entry points turn the composed
+config into these dataclasses with :func:`to_config` (``OmegaConf.to_object``); modules
+receive plain keyword arguments, never a config object.
+
+This module imports only :mod:`omegaconf` (cheap); Hydra is imported lazily by
+:func:`register_configs` so the translation path stays light.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+
+class Policy(str, Enum):
+    """What to do with a bad line (RELIABILITY.md R21, R22)."""
+
+    skip = "skip"
+    warn = "warn"
+    error = "error"
+    replace = "replace"
+
+
+@dataclass
+class TokenizerConfig:
+    """sentencepiece options (Kudo & Richardson 2018)."""
+
+    model_type: str = "unigram"  # unigram | bpe
+    vocab_size: int = 8000
+    joint: bool = True  # one model for both languages (required by share_embeddings)
+    byte_fallback: bool = True
+    character_coverage: float = 1.0
+    input_sentence_size: int = 0  # 0 = use every training sentence
+    num_threads: int = 1  # sentencepiece training threads; the model depends on it (kept fixed for R27)
+    cache_dir: Optional[str] = None  # default: <data dir>/.cache or ~/.cache/nmt
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text comes from and how it is cleaned."""
+
+    corpus: str = "multi30k"
+    dir: Optional[str] = None  # default: $NMT_DATA_DIR/<corpus>, then <project>/data/<corpus>
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    train_split: str = "train"
+    valid_split: str = "valid"
+    test_split: str = "test2016"
+    download: bool = True  # fetch a known corpus (multi30k) when it is missing
+    # Hugging Face datasets source (used instead of files when hf_name is set)
+    hf_name: Optional[str] = None
+    hf_config: Optional[str] = None
+    hf_translation_column: str = "translation"  # nested {lang: text} layout (wmt14, iwslt2017)
+    hf_src_column: Optional[str] = None  # flat layout (bentrevett/multi30k): column names
+    hf_tgt_column: Optional[str] = None
+    hf_valid_split: Optional[str] = None  # hub split name if it differs (e.g. "validation")
+    hf_test_split: Optional[str] = None
+    # cleaning (R19-R23); filters apply to the training split only
+    on_empty: Policy = Policy.skip
+    on_invalid_utf8: Policy = Policy.error
+    max_len: int = 250  # sentencepiece tokens per side, training only
+    max_len_ratio: float = 3.0  # max(len)/min(len) in tokens, training only (0 = off)
+    max_drop_fraction: float = 0.5  # fail when filters drop more than this
+    max_train_pairs: Optional[int] = None  # take the first N training pairs (debug slices)
+    max_valid_pairs: Optional[int] = None
+    max_test_pairs: Optional[int] = None
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Model architecture. ``arch`` picks the family; fields of the others are ignored."""
+
+    arch: str = "transformer"
+    d_model: int = 256
+    num_heads: int = 4
+    ffn_dim: int = 1024
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    dropout: float = 0.3
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    activation: str = "relu"  # relu | gelu
+    pre_norm: bool = False  # False: post-norm as in Vaswani et al. 2017
+    positions: str = "sinusoidal"  # sinusoidal | learned
+    max_positions: int = 1024
+    share_embeddings: bool = True  # one embedding matrix for source and target (joint vocab)
+    tie_output: bool = True  # output projection = target embedding (Press & Wolf 2017)
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (Vaswani §3.4)
+    alignment_layer: int = -1  # decoder layer whose cross-attention is the alignment
+
+
+@dataclass
+class OptimConfig:
+    """Adam(W) with a learning-rate schedule (Vaswani et al. 2017 §5.3)."""
+
+    optimizer: str = "adam"  # adam (decoupled weight decay, i.e. AdamW) | sgd
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    scheduler: str = "inverse_sqrt"  # inverse_sqrt | constant | noam
+    warmup_steps: int = 1000
+    warmup_init_lr: float = 1e-7
+    min_lr: float = 0.0
+    clip_norm: float = 0.0  # 0 = no clipping; the norm is always logged
+
+
+@dataclass
+class TrainConfig:
+    """Training loop."""
+
+    seed: int = 1
+    max_tokens: int = 4096  # source+target-padded token budget per batch (max of the two)
+    update_freq: int = 1  # gradient accumulation
+    label_smoothing: float = 0.1
+    max_epochs: int = 100
+    max_steps: int = 0  # 0 = no limit
+    max_time_minutes: float = 0.0  # wall-clock budget for training (0 = none)
+    valid_every_steps: int = 0  # 0 = once per epoch
+    valid_every_epochs: int = 1
+    valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)
+    patience: int = 10  # validations without BLEU improvement before stopping (0 = off)
+    log_every_steps: int = 100
+    keep_last: int = 2
+    average_last: int = 0  # at the end, average the last N epoch checkpoints (0 = off)
+    num_threads: int = 0  # torch intra-op threads (0 = torch default)
+    device: str = "cpu"  # cpu | cuda | auto
+    eval_test: bool = True  # decode the test split with beam search at the end
+    num_samples: int = 3  # fixed dev sentences shown in TensorBoard
+    progress_bar: Optional[bool] = None  # None = only on a terminal
+
+
+@dataclass
+class SearchConfig:
+    """Decoding (Wu et al. 2016 eq. 14 length penalty)."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
+    max_len_a: float = 1.2  # max output length = a * src_len + b
+    max_len_b: int = 10
+    nbest: int = 1
+    batch_size: int = 128  # sentences per decoding batch
+
+
+@dataclass
+class Config:
+    """Root config of ``nmt-train``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    name: str = "nmt"  # run name, used in the output directory
+
+
+@dataclass
+class TranslateConfig:
+    """``nmt-translate`` options (key=value on the command line)."""
+
+    ckpt: str = MISSING  # checkpoint directory or run directory (best checkpoint is used)
+    input: Optional[str] = None  # file to translate; default: arguments, else stdin
+    output: Optional[str] = None  # file to write; default: stdout
+    beam_size: Optional[int] = None  # default: the checkpoint's search config
+    length_penalty: Optional[float] = None
+    batch_size: int = 64
+    nbest: int = 1
+    scores: bool = False  # print the score (tab-separated) before each hypothesis
+    device: str = "cpu"
+    num_threads: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    """``nmt-evaluate`` options."""
+
+    ckpt: str = MISSING
+    split: str = "test2016"
+    data_dir: Optional[str] = None  # default: the checkpoint's data config
+    src: Optional[str] = None  # explicit source file (overrides split)
+    ref: Optional[str] = None  # explicit reference file
+    output: Optional[str] = None  # hypotheses file; default: <ckpt>/../hyp.<split>.<tgt>
+    beam_size: Optional[int] = None
+    length_penalty: Optional[float] = None
+    batch_size: int = 64
+    device: str = "cpu"
+    num_threads: int = 0
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (``base_*`` names used in ``defaults``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="optim", name="base_optim", node=OptimConfig)
+    cs.store(group="train", name="base_train", node=TrainConfig)
+    cs.store(group="search", name="base_search", node=SearchConfig)
+
+
+def to_config(cfg: Any) -> Config:
+    """Composed ``DictConfig`` -> :class:`Config` (raises on missing values)."""
+    obj = OmegaConf.to_object(cfg)
+    if isinstance(obj, dict):  # hydra-internal keys stripped by the caller
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+    return obj  # type: ignore[return-value]
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """Serialise a :class:`Config` (stored inside every checkpoint)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def config_from_yaml(text: str) -> Config:
+    """Inverse of :func:`config_to_yaml`; unknown keys raise ``omegaconf`` errors."""
+    loaded = OmegaConf.create(text)
+    merged = OmegaConf.merge(OmegaConf.structured(Config), loaded)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def parse_cli(schema: type, argv: list[str]) -> Any:
+    """Parse ``key=value`` arguments into ``schema`` (a dataclass) with type checking.
+
+    Arguments that do not contain ``=`` are returned separately as positional text.
+    Raises ``SystemExit(2)`` with the offending key when a key is unknown or a value has
+    the wrong type.
+    """
+    dotlist = [a for a in argv if "=" in a and not a.startswith("-")]
+    base = OmegaConf.structured(schema)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
+        return OmegaConf.to_object(merged)
+    except Exception as err:  # omegaconf raises several error types
+        raise SystemExit(f"error: {err}".splitlines()[0] + f"\n(valid keys: {', '.join(base.keys())})")

@@ -1,0 +1,1 @@
+"""Data pipeline: parallel text -> sentencepiece ids -> token-budget batches."""

@@ -1,0 +1,442 @@
+"""Read, validate and clean parallel text (RELIABILITY.md R19-R23, R26).
+
+Text comes from two aligned files (line i of the source file translates line i of the
+target file) or from a Hugging Face ``datasets`` source. Every problem with the input is
+a :class:`DataError` whose message names the file(s), the 1-based line and the problem.
+
+Rules:
+- Files are read as bytes and split on ``b"\\n"`` only, so line counts equal ``wc -l``
+  (plus one for a last line without a newline); U+2028, U+0085, form feed and a lone
+  ``\\r`` never split a line (R19). A trailing ``\\r`` (CRLF files) is removed.
+- Source and target line counts are compared before anything else (R20).
+- On the training split a pair with an empty side is dropped as a pair (R21); dev and test
+  text is never dropped or filtered (R23).
+- Invalid UTF-8 raises by default, with the byte offset; ``replace``/``skip`` are counted (R22).
+- NUL and other C0 control characters except tab become spaces, counted (R26).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from nmt.config import DataConfig, Policy
+
+logger = logging.getLogger(__name__)
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f]")  # C0 controls except tab (\x09)
+_BOM = b"\xef\xbb\xbf"
+_ROLES = ("train", "valid", "test")
+_SHOW = 5  # line numbers shown in reports
+
+
+class DataError(ValueError):
+    """Bad input data or a missing corpus; the message names file, line and problem."""
+
+
+@dataclass
+class ParallelText:
+    """Aligned sentence pairs after cleaning.
+
+    Attributes:
+        src, tgt: the sentences (stripped); ``src[i]`` translates ``tgt[i]``.
+        line_numbers: 1-based line (or row) of each pair in the original files.
+        name: label used in reports, e.g. ``"multi30k/train"``.
+        stats: counts: ``read``, ``kept``, ``empty_dropped``, ``invalid_dropped``,
+            ``invalid_utf8``, ``replaced_utf8``, ``control_chars`` (lines on either side).
+    """
+
+    src: list[str]
+    tgt: list[str]
+    line_numbers: list[int]
+    name: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def select(self, indices: Sequence[int]) -> "ParallelText":
+        """The pairs at ``indices`` (e.g. from :func:`filter_by_length`); stats are copied."""
+        idx = [int(i) for i in indices]
+        stats = dict(self.stats, kept=len(idx))
+        return ParallelText([self.src[i] for i in idx], [self.tgt[i] for i in idx],
+                            [self.line_numbers[i] for i in idx], self.name, stats)
+
+
+class TextLines(list):
+    """``list[str]`` of one side plus ``invalid`` (0-based indices of lines skipped for
+    invalid UTF-8, returned as ``""``) and ``stats`` (``lines``, ``invalid_utf8``,
+    ``replaced_utf8``, ``control_chars``)."""
+
+    def __init__(self, lines: Sequence[str] = ()) -> None:
+        super().__init__(lines)
+        self.invalid: list[int] = []
+        self.stats: dict[str, int] = {"lines": 0, "invalid_utf8": 0, "replaced_utf8": 0,
+                                      "control_chars": 0}
+
+
+def _policy(value: Policy | str, allowed: Sequence[Policy], what: str) -> Policy:
+    """``value`` as a :class:`Policy`; ValueError when it is not one of ``allowed``."""
+    policy = Policy(value)
+    if policy not in allowed:
+        raise ValueError(f"{what} must be one of {[p.value for p in allowed]}, got {policy.value!r}")
+    return policy
+
+
+def _split_bytes(path: Path | str) -> list[bytes]:
+    """Raw lines of ``path`` split on ``b"\\n"`` only (R19); a final line without newline counts.
+
+    Raises:
+        DataError: when the file cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err}") from None
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+        logger.info("%s: removed a UTF-8 byte-order mark", path)
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _normalise(texts: Sequence[str], label: str, out: TextLines,
+               line_numbers: Optional[Sequence[int]] = None) -> TextLines:
+    """Replace C0 controls (not tab) by spaces and strip; append to ``out`` (R26)."""
+    first = None
+    for i, text in enumerate(texts):
+        if _CONTROL.search(text):
+            text = _CONTROL.sub(" ", text)
+            out.stats["control_chars"] += 1
+            first = first if first is not None else (line_numbers[i] if line_numbers else i + 1)
+        out.append(text.strip())
+    out.stats["lines"] = len(out)
+    if first is not None:
+        logger.warning("%s: replaced control characters by spaces in %d lines (first: line %d)",
+                       label, out.stats["control_chars"], first)
+    return out
+
+
+def _decode(raw: Sequence[bytes], path: Path | str, on_invalid_utf8: Policy | str) -> TextLines:
+    """Decode raw lines as UTF-8 under the policy (R22), then :func:`_normalise`.
+
+    Raises:
+        DataError: ``error`` policy and a line that is not UTF-8 (file, line, byte offset).
+    """
+    policy = _policy(on_invalid_utf8, (Policy.error, Policy.replace, Policy.skip, Policy.warn),
+                     "data.on_invalid_utf8")
+    out = TextLines()
+    texts: list[str] = []
+    first_bad = None
+    for i, line in enumerate(raw):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            texts.append(line.decode("utf-8"))
+            continue
+        except UnicodeDecodeError as err:
+            if policy is Policy.error:
+                raise DataError(
+                    f"{path}: line {i + 1}: invalid UTF-8 at byte offset {err.start} of the line "
+                    f"({err.reason}); fix the file or set data.on_invalid_utf8=replace|skip") from None
+            first_bad = first_bad or i + 1
+        out.stats["invalid_utf8"] += 1
+        if policy is Policy.replace:
+            out.stats["replaced_utf8"] += 1
+            texts.append(line.decode("utf-8", errors="replace"))
+        else:
+            out.invalid.append(i)
+            texts.append("")
+    if first_bad is not None:
+        action = "replaced bad bytes by U+FFFD" if policy is Policy.replace else "skipping the pairs"
+        logger.warning("%s: %d lines are not valid UTF-8 (first: line %d); %s",
+                       path, out.stats["invalid_utf8"], first_bad, action)
+    return _normalise(texts, str(path), out)
+
+
+def read_lines(path: Path | str, on_invalid_utf8: Policy | str = Policy.error) -> TextLines:
+    """Read one text file as stripped lines (R19, R22, R26).
+
+    Args:
+        path: UTF-8 text file, one sentence per line.
+        on_invalid_utf8: ``error`` (raise), ``replace`` (U+FFFD, counted), ``skip``/``warn``
+            (line returned as ``""`` and its index listed in ``.invalid`` so the pair can be
+            dropped).
+    Returns:
+        A :class:`TextLines` (a ``list[str]``) with ``len`` equal to ``wc -l`` (+1 when the
+        last line has no newline).
+    Raises:
+        DataError: unreadable file, or invalid UTF-8 under ``error`` (file, line, byte offset).
+    """
+    return _decode(_split_bytes(path), path, on_invalid_utf8)
+
+
+def _check_counts(src_path: Path | str, n_src: int, tgt_path: Path | str, n_tgt: int) -> None:
+    """R20: equal line counts, else DataError naming both files, counts and first lone line."""
+    if n_src == n_tgt:
+        return
+    shorter, longer = (src_path, tgt_path) if n_src < n_tgt else (tgt_path, src_path)
+    n = min(n_src, n_tgt)
+    raise DataError(
+        f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt} lines; "
+        f"{shorter} ends after line {n}, so line {n + 1} of {longer} has no partner. "
+        "The files must be aligned line by line (nothing is truncated silently).")
+
+
+def _make_parallel(src: TextLines, tgt: TextLines, line_numbers: list[int], names: tuple[str, str],
+                   on_empty: Policy | str, drop_empty: bool, name: str) -> ParallelText:
+    """Pair the two sides; when ``drop_empty`` drop invalid and empty pairs (R21)."""
+    policy = _policy(on_empty, (Policy.skip, Policy.warn, Policy.error), "data.on_empty")
+    n = len(src)
+    stats = {"read": n, "kept": n, "empty_dropped": 0, "invalid_dropped": 0}
+    for key in ("invalid_utf8", "replaced_utf8", "control_chars"):
+        stats[key] = src.stats[key] + tgt.stats[key]
+    if not drop_empty:
+        return ParallelText(list(src), list(tgt), line_numbers, name, stats)
+    invalid = set(src.invalid) | set(tgt.invalid)
+    empty = [i for i in range(n) if i not in invalid and (not src[i] or not tgt[i])]
+    if empty:
+        i = empty[0]
+        if policy is Policy.error:
+            side = names[0] if not src[i] else names[1]
+            raise DataError(f"{side}: line {line_numbers[i]}: empty line (its pair cannot be "
+                            f"used; {len(empty)} such pairs in all); set data.on_empty=skip to drop them")
+        log = logger.warning if policy is Policy.warn else logger.info
+        log("%s: dropped %d pairs with an empty side (first lines: %s)", name, len(empty),
+            ", ".join(str(line_numbers[j]) for j in empty[:_SHOW]))
+    drop = invalid.union(empty)
+    keep = [i for i in range(n) if i not in drop]
+    stats.update(kept=len(keep), empty_dropped=len(empty), invalid_dropped=len(invalid))
+    return ParallelText([src[i] for i in keep], [tgt[i] for i in keep],
+                        [line_numbers[i] for i in keep], name, stats)
+
+
+def _report(text: ParallelText) -> None:
+    s = text.stats
+    logger.info("%s: read %d pairs, kept %d (dropped %d with an empty side, %d with invalid "
+                "UTF-8; %d lines had control characters)", text.name, s["read"], s["kept"],
+                s["empty_dropped"], s["invalid_dropped"], s["control_chars"])
+
+
+def read_parallel(src_path: Path | str, tgt_path: Path | str, *, on_empty: Policy | str = Policy.skip,
+                  on_invalid_utf8: Policy | str = Policy.error, max_pairs: Optional[int] = None,
+                  drop_empty: bool = True, name: str = "") -> ParallelText:
+    """Read two aligned files into a :class:`ParallelText`.
+
+    Line counts are checked first (R20); then ``max_pairs`` keeps the first N lines; then
+    lines are decoded (R22) and normalised (R26); then, when ``drop_empty``, pairs with an
+    empty side or an invalid (``skip``) line are dropped as pairs (R21). With
+    ``drop_empty=False`` (dev/test, R23) every line is kept, invalid ones as ``""``.
+
+    Args:
+        on_empty: ``skip`` (log info), ``warn`` (log warning with first lines), ``error``.
+    Raises:
+        DataError: unreadable file, different line counts, invalid UTF-8 under ``error``, or
+            an empty side under ``on_empty=error``.
+    """
+    raw_src, raw_tgt = _split_bytes(src_path), _split_bytes(tgt_path)
+    _check_counts(src_path, len(raw_src), tgt_path, len(raw_tgt))
+    if max_pairs is not None:
+        raw_src, raw_tgt = raw_src[:max_pairs], raw_tgt[:max_pairs]
+    src = _decode(raw_src, src_path, on_invalid_utf8)
+    tgt = _decode(raw_tgt, tgt_path, on_invalid_utf8)
+    text = _make_parallel(src, tgt, list(range(1, len(src) + 1)), (str(src_path), str(tgt_path)),
+                          on_empty, drop_empty, name or f"{src_path} + {tgt_path}")
+    _report(text)
+    return text
+
+
+def resolve_data_dir(corpus: str, dir: Optional[str | Path] = None) -> Path:  # noqa: A002
+    """Folder holding ``corpus``: ``dir`` if given, else ``$NMT_DATA_DIR/<corpus>``, else
+    ``<project root>/data/<corpus>`` (project root = parent of the ``nmt`` package)."""
+    if dir:
+        return Path(dir).expanduser()
+    env = os.environ.get("NMT_DATA_DIR")
+    if env:
+        return Path(env).expanduser() / corpus
+    return Path(__file__).resolve().parents[2] / "data" / corpus
+
+
+def split_role(cfg: DataConfig, split: str) -> tuple[Optional[str], str]:
+    """``split`` -> (role, split name). Roles ``train``/``valid``/``test`` map through
+    ``cfg.*_split``; a literal name gets the role whose split it equals, else role None."""
+    if split in _ROLES:
+        return split, getattr(cfg, f"{split}_split")
+    for role in _ROLES:
+        if split == getattr(cfg, f"{role}_split"):
+            return role, split
+    return None, split
+
+
+def _max_pairs(cfg: DataConfig, role: Optional[str]) -> Optional[int]:
+    return getattr(cfg, f"max_{role}_pairs") if role else None
+
+
+def load_split(cfg: DataConfig, split: str) -> ParallelText:
+    """Load one split (``train``/``valid``/``test`` or a literal name like ``test2016``).
+
+    Files ``{dir}/{split}.{src_lang}`` and ``.{tgt_lang}``; missing files go through
+    :func:`nmt.data.download.ensure_corpus`. With ``cfg.hf_name`` set, the split comes from
+    :func:`load_hf_split`. The training split drops empty pairs per ``cfg.on_empty``; other
+    splits keep every line unchanged in count (R23). ``max_*_pairs`` take the first N.
+
+    Raises:
+        DataError: missing corpus, bad input (see :func:`read_parallel`), or a training split
+            with no usable pair.
+    """
+    role, name = split_role(cfg, split)
+    if cfg.hf_name:
+        text = load_hf_split(cfg, split)
+    else:
+        folder = resolve_data_dir(cfg.corpus, cfg.dir)
+        src_path = folder / f"{name}.{cfg.src_lang}"
+        tgt_path = folder / f"{name}.{cfg.tgt_lang}"
+        if not (src_path.is_file() and tgt_path.is_file()):
+            from nmt.data.download import ensure_corpus
+
+            ensure_corpus(cfg, splits=[name])
+        text = read_parallel(src_path, tgt_path, on_empty=cfg.on_empty if role == "train" else Policy.skip,
+                             on_invalid_utf8=cfg.on_invalid_utf8, max_pairs=_max_pairs(cfg, role),
+                             drop_empty=role == "train", name=f"{cfg.corpus}/{name}")
+    if role == "train" and len(text) == 0:
+        raise DataError(f"{text.name}: no usable training pairs ({text.stats})")
+    return text
+
+
+def _open_hf(cfg: DataConfig) -> dict:
+    """``cfg.hf_name`` as ``{split name: datasets.Dataset}`` (local ``save_to_disk`` folder
+    or a hub dataset). Raises DataError when it cannot be loaded."""
+    import datasets
+
+    try:
+        if Path(cfg.hf_name).is_dir():
+            obj = datasets.load_from_disk(cfg.hf_name)
+        else:
+            obj = datasets.load_dataset(cfg.hf_name, cfg.hf_config)
+    except Exception as err:  # datasets raises many types (network, missing files, ...)
+        raise DataError(f"cannot load Hugging Face dataset {cfg.hf_name!r} (config "
+                        f"{cfg.hf_config!r}): {type(err).__name__}: {err}") from err
+    if isinstance(obj, datasets.Dataset):
+        return {str(obj.split) if obj.split is not None else "train": obj}
+    return dict(obj)
+
+
+def _hf_split_name(cfg: DataConfig, role: Optional[str], split: str, available: list[str]) -> str:
+    """The dataset's split name for a role (with ``validation``/``test`` fallbacks)."""
+    if role == "train":
+        tried = [cfg.train_split]
+    elif role == "valid":
+        tried = [cfg.hf_valid_split] if cfg.hf_valid_split else [cfg.valid_split, "validation"]
+    elif role == "test":
+        tried = [cfg.hf_test_split] if cfg.hf_test_split else [cfg.test_split, "test"]
+    else:
+        tried = [split]
+    for name in tried:
+        if name in available:
+            return name
+    key = {"train": "train_split", "valid": "hf_valid_split", "test": "hf_test_split"}.get(role or "")
+    hint = f"; set data.{key}=<name>" if key else ""
+    raise DataError(f"Hugging Face dataset {cfg.hf_name!r} has no split for {split!r} (tried "
+                    f"{tried}; available: {available}){hint}")
+
+
+def _hf_columns(ds, cfg: DataConfig, label: str) -> tuple[list, list]:
+    """Source and target texts of a split, nested (``translation``) or flat layout."""
+    cols = list(ds.column_names)
+    if not cfg.hf_src_column and not cfg.hf_tgt_column and cfg.hf_translation_column in cols:
+        rows = list(ds[cfg.hf_translation_column])
+        langs = sorted(rows[0]) if rows and isinstance(rows[0], dict) else []
+        for lang in (cfg.src_lang, cfg.tgt_lang):
+            if rows and lang not in langs:
+                raise DataError(f"{label}: column {cfg.hf_translation_column!r} has no language "
+                                f"{lang!r} (row 1 has {langs}); set data.src_lang/tgt_lang")
+        return [r.get(cfg.src_lang) for r in rows], [r.get(cfg.tgt_lang) for r in rows]
+    src_col = cfg.hf_src_column or cfg.src_lang
+    tgt_col = cfg.hf_tgt_column or cfg.tgt_lang
+    for col in (src_col, tgt_col):
+        if col not in cols:
+            raise DataError(f"{label}: no column {col!r} (columns: {cols}); set "
+                            "data.hf_src_column/hf_tgt_column or data.hf_translation_column")
+    return list(ds[src_col]), list(ds[tgt_col])
+
+
+def load_hf_split(cfg: DataConfig, split_name: str) -> ParallelText:
+    """Load a split from Hugging Face ``datasets`` (``cfg.hf_name``: hub id or local folder).
+
+    ``split_name`` is a role (``train``/``valid``/``test``) or a literal split name. Layouts:
+    nested ``{cfg.hf_translation_column: {lang: text}}`` or flat columns
+    (``cfg.hf_src_column``/``hf_tgt_column``, default the language codes). ``line_numbers``
+    are 1-based row numbers. Cleaning is the same as for files.
+
+    Raises:
+        DataError: dataset, split or column not found; empty side under ``on_empty=error``.
+    """
+    role, _ = split_role(cfg, split_name)
+    source = _open_hf(cfg)
+    hub_split = _hf_split_name(cfg, role, split_name, list(source))
+    ds = source[hub_split]
+    limit = _max_pairs(cfg, role)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    label = f"{cfg.hf_name}[{hub_split}]"
+    src_raw, tgt_raw = _hf_columns(ds, cfg, label)
+    as_text = lambda xs: ["" if x is None else str(x) for x in xs]  # noqa: E731
+    src = _normalise(as_text(src_raw), f"{label}.{cfg.src_lang}", TextLines())
+    tgt = _normalise(as_text(tgt_raw), f"{label}.{cfg.tgt_lang}", TextLines())
+    text = _make_parallel(src, tgt, list(range(1, len(src) + 1)),
+                          (f"{label}.{cfg.src_lang}", f"{label}.{cfg.tgt_lang}"),
+                          cfg.on_empty if role == "train" else Policy.skip, role == "train", label)
+    _report(text)
+    return text
+
+
+def filter_by_length(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
+                     max_ratio: float, max_drop_fraction: float, name: str,
+                     line_numbers: Optional[Sequence[int]] = None) -> list[int]:
+    """Indices of training pairs that pass the length filters (R23; never for dev/test).
+
+    A pair is dropped when either side has more than ``max_len`` tokens (``max_len <= 0``:
+    off) or when ``max(a, b) / min(a, b) > max_ratio`` with ``a, b = max(1, len)``
+    (``max_ratio <= 0``: off). Lengths are in tokens.
+
+    Args:
+        line_numbers: original 1-based lines, for the report (default ``index + 1``).
+    Returns:
+        Sorted list of kept indices.
+    Raises:
+        DataError: when every pair is dropped or more than ``max_drop_fraction`` are.
+    """
+    s = np.asarray(src_lengths, dtype=np.int64)
+    t = np.asarray(tgt_lengths, dtype=np.int64)
+    if s.shape != t.shape:
+        raise ValueError(f"{name}: {len(s)} source but {len(t)} target lengths")
+    too_long = ((s > max_len) | (t > max_len)) if max_len > 0 else np.zeros(len(s), bool)
+    bad_ratio = np.zeros(len(s), bool)
+    if max_ratio > 0:
+        a, b = np.maximum(s, 1), np.maximum(t, 1)
+        bad_ratio = (np.maximum(a, b) / np.minimum(a, b) > max_ratio) & ~too_long
+    keep = ~(too_long | bad_ratio)
+    n, dropped = len(s), int((~keep).sum())
+    if dropped:
+        first = int(np.flatnonzero(~keep)[0])
+        line = line_numbers[first] if line_numbers is not None else first + 1
+        logger.info("%s: length filter dropped %d of %d pairs (%d longer than %d tokens, %d with "
+                    "length ratio > %g; first: line %d)", name, dropped, n, int(too_long.sum()),
+                    max_len, int(bad_ratio.sum()), max_ratio, line)
+    if n and dropped == n:
+        raise DataError(f"{name}: the length filters drop all {n} pairs (max_len={max_len}, "
+                        f"max_len_ratio={max_ratio}); raise data.max_len or data.max_len_ratio")
+    if n and dropped / n > max_drop_fraction:
+        raise DataError(f"{name}: the length filters drop {dropped} of {n} pairs "
+                        f"({dropped / n:.1%} > data.max_drop_fraction={max_drop_fraction:.1%}); "
+                        "check the data or raise data.max_len / data.max_len_ratio")
+    return np.flatnonzero(keep).tolist()

@@ -1,0 +1,190 @@
+"""Token ids per sentence and a token-budget bucketing sampler.
+
+Lengths are counted without BOS/EOS; a batch of B pairs costs
+``B * (max(longest source, longest target) + 1)`` tokens (the +1 is EOS on the source and
+BOS/EOS on the target), which is what :meth:`nmt.data.batch.Batch.collate` allocates.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from nmt.data.batch import UNK_ID, Batch
+
+logger = logging.getLogger(__name__)
+
+UNK_WARN_RATE = 0.01  # warn above 1 % unknown tokens on a side (R24)
+
+
+def _as_arrays(seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    return [np.asarray(s, dtype=np.int32) for s in seqs]
+
+
+class TokenizedDataset:
+    """Id sequences of aligned sentences (without BOS/EOS).
+
+    Attributes:
+        src: N int32 arrays of source ids.
+        tgt: N int32 arrays of target ids, or None (translation input).
+        src_lengths, tgt_lengths: ``(N,)`` int64 lengths (``tgt_lengths`` None without tgt).
+        unk_rate: fraction of UNK ids per side, ``{"src": r, "tgt": r}`` (R24).
+    Raises:
+        ValueError: when ``src`` and ``tgt`` have different lengths.
+    """
+
+    def __init__(self, src: Sequence[Sequence[int]], tgt: Optional[Sequence[Sequence[int]]] = None) -> None:
+        if tgt is not None and len(tgt) != len(src):
+            raise ValueError(f"{len(src)} source but {len(tgt)} target sequences")
+        self.src = _as_arrays(src)
+        self.tgt = None if tgt is None else _as_arrays(tgt)
+        self.src_lengths = np.array([len(s) for s in self.src], dtype=np.int64)
+        self.tgt_lengths = None if self.tgt is None else np.array([len(t) for t in self.tgt], dtype=np.int64)
+        self.unk_rate = {"src": _unk_rate(self.src)}
+        if self.tgt is not None:
+            self.unk_rate["tgt"] = _unk_rate(self.tgt)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(src ids, tgt ids or None)`` of example ``i``."""
+        return self.src[i], None if self.tgt is None else self.tgt[i]
+
+    def subset(self, indices: Sequence[int]) -> "TokenizedDataset":
+        """The examples at ``indices`` (e.g. from :func:`nmt.data.corpus.filter_by_length`)."""
+        idx = [int(i) for i in indices]
+        return TokenizedDataset([self.src[i] for i in idx],
+                                None if self.tgt is None else [self.tgt[i] for i in idx])
+
+    @classmethod
+    def from_text(cls, tokenizer, src_texts: Sequence[str], tgt_texts: Optional[Sequence[str]] = None,
+                  name: str = "") -> "TokenizedDataset":
+        """Encode with a :class:`nmt.data.tokenizer.Tokenizer` and report UNK rates (R24)."""
+        data = cls(tokenizer.encode_src(src_texts),
+                   None if tgt_texts is None else tokenizer.encode_tgt(tgt_texts))
+        for side, rate in data.unk_rate.items():
+            if rate > UNK_WARN_RATE:
+                logger.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this "
+                               "language pair, or set tokenizer.byte_fallback=true / raise "
+                               "tokenizer.character_coverage", name or "data", 100 * rate, side)
+            else:
+                logger.info("%s: %.3f%% of %s tokens are <unk>", name or "data", 100 * rate, side)
+        return data
+
+
+def _unk_rate(seqs: Sequence[np.ndarray]) -> float:
+    total = sum(len(s) for s in seqs)
+    return float(sum(int((s == UNK_ID).sum()) for s in seqs) / total) if total else 0.0
+
+
+class BucketingSampler:
+    """Batches of similar-length pairs under a token budget, reproducible and resumable.
+
+    Per epoch: sort by ``(max(src, tgt), src_len, tgt_len)`` with a random tie-break from
+    ``numpy.random.default_rng(seed + epoch)`` (no tie-break without shuffle), fill batches
+    greedily while ``B * (max length + 1) <= max_tokens`` (and ``B <= max_sentences`` when
+    > 0; an over-long example forms a batch of one), then shuffle the batch order with the
+    same generator. Without shuffle the order is the sorted order (translation; restore the
+    input order with ``Batch.indices``). Putting ``max(src, tgt)`` first makes batches
+    similar on both sides: on Multi30k it halves the padding of a plain
+    ``(src_len, tgt_len)`` sort.
+
+    Iteration yields the remaining batches of the current epoch (``list[int]`` dataset
+    indices), counting each as consumed when it is yielded; when the epoch is exhausted the
+    sampler moves to ``epoch + 1``. :meth:`state_dict` / :meth:`load_state_dict` resume at
+    the next batch (R8).
+    """
+
+    def __init__(self, src_lengths: Sequence[int], tgt_lengths: Optional[Sequence[int]] = None,
+                 max_tokens: int = 4096, max_sentences: int = 0, shuffle: bool = True, seed: int = 1) -> None:
+        self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
+        self.tgt_lengths = None if tgt_lengths is None else np.asarray(tgt_lengths, dtype=np.int64)
+        if self.tgt_lengths is not None and self.tgt_lengths.shape != self.src_lengths.shape:
+            raise ValueError(f"{len(self.src_lengths)} source but {len(self.tgt_lengths)} target lengths")
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.max_tokens, self.max_sentences = int(max_tokens), int(max_sentences)
+        self.shuffle, self.seed = bool(shuffle), int(seed)
+        self.epoch, self.batches_consumed = 1, 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` at its first batch; a no-op when it is already the current epoch
+        (so a position restored by :meth:`load_state_dict` is kept)."""
+        if int(epoch) != self.epoch:
+            self.epoch, self.batches_consumed = int(epoch), 0
+
+    def batches(self, epoch: Optional[int] = None) -> list[list[int]]:
+        """All batches of ``epoch`` (default: the current one) in iteration order."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._build(epoch))
+        return self._cache[1]
+
+    def _build(self, epoch: int) -> list[list[int]]:
+        src, tgt = self.src_lengths, self.tgt_lengths
+        longest = src if tgt is None else np.maximum(src, tgt)
+        keys = [longest, src] + ([] if tgt is None else [tgt])
+        rng = np.random.default_rng(self.seed + epoch) if self.shuffle else None
+        if rng is not None:
+            keys.append(rng.random(len(src)))
+        order = np.lexsort(keys[::-1]) if len(src) else np.zeros(0, np.int64)  # last key primary
+        batches, current, width = [], [], 0
+        for i, n in zip(order.tolist(), longest[order].tolist()):
+            w = max(width, n)
+            full = self.max_sentences > 0 and len(current) >= self.max_sentences
+            if current and (full or (len(current) + 1) * (w + 1) > self.max_tokens):
+                batches.append(current)
+                current, w = [], n
+            current.append(i)
+            width = w
+        if current:
+            batches.append(current)
+        if rng is not None:
+            batches = [batches[j] for j in rng.permutation(len(batches))]
+        return batches
+
+    def __len__(self) -> int:
+        """Number of batches in the current epoch."""
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches()
+        while self.batches_consumed < len(batches):
+            self.batches_consumed += 1
+            yield list(batches[self.batches_consumed - 1])
+        self.epoch, self.batches_consumed = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches_consumed", "seed"}`` (plain ints, for checkpoints, R6)."""
+        return {"epoch": self.epoch, "batches_consumed": self.batches_consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next batch yielded is batch ``batches_consumed`` of ``epoch``."""
+        self.epoch = int(state["epoch"])
+        self.batches_consumed = int(state["batches_consumed"])
+        self.seed = int(state.get("seed", self.seed))
+        self._cache = None
+
+    def padding_fraction(self, epoch: Optional[int] = None) -> float:
+        """Padding over all positions of ``epoch``'s batches, source and target together:
+        ``sum(B * (max + 1) - sum(len + 1)) / sum(B * (max + 1))`` per side."""
+        pad = total = 0
+        for batch in self.batches(epoch):
+            idx = np.asarray(batch)
+            for lengths in (self.src_lengths, self.tgt_lengths):
+                if lengths is None:
+                    continue
+                width = int(lengths[idx].max()) + 1
+                total += len(idx) * width
+                pad += len(idx) * width - int((lengths[idx] + 1).sum())
+        return pad / total if total else 0.0
+
+
+def make_batch(dataset: TokenizedDataset, indices: Sequence[int]) -> Batch:
+    """Collate the examples at ``indices`` into a :class:`Batch` (``Batch.indices`` = them)."""
+    idx = [int(i) for i in indices]
+    tgt = None if dataset.tgt is None else [dataset.tgt[i] for i in idx]
+    return Batch.collate([dataset.src[i] for i in idx], tgt, idx)

@@ -1,0 +1,53 @@
+"""Model construction. ``build_model`` reads the model config and passes plain arguments down."""
+from __future__ import annotations
+
+from typing import Callable
+
+from nmt.config import ModelConfig
+from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
+from nmt.models.seq2seq import Seq2Seq
+from nmt.models.transformer import TransformerDecoder, TransformerEncoder
+
+
+def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """Vaswani et al. 2017 encoder-decoder from ``cfg``.
+
+    Raises:
+        ValueError: when embeddings are shared but the vocabularies differ.
+    """
+    if cfg.share_embeddings and src_vocab != tgt_vocab:
+        raise ValueError(f"model.share_embeddings needs one joint vocabulary, got {src_vocab} and {tgt_vocab}; "
+                         "set data.tokenizer.joint=true or model.share_embeddings=false")
+    src_embed = TokenEmbedding(src_vocab, cfg.d_model, cfg.scale_embeddings)
+    tgt_embed = src_embed if cfg.share_embeddings else TokenEmbedding(tgt_vocab, cfg.d_model, cfg.scale_embeddings)
+    src_pos = PositionalEncoding(cfg.positions, cfg.d_model, cfg.max_positions)
+    tgt_pos = PositionalEncoding(cfg.positions, cfg.d_model, cfg.max_positions)
+    layer_args = dict(d_model=cfg.d_model, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
+                      attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+                      activation=cfg.activation, pre_norm=cfg.pre_norm)
+    encoder = TransformerEncoder(src_embed, src_pos, cfg.encoder_layers, **layer_args)
+    decoder = TransformerDecoder(tgt_embed, tgt_pos, cfg.decoder_layers, tie_output=cfg.tie_output,
+                                 alignment_layer=cfg.alignment_layer, **layer_args)
+    return Seq2Seq(encoder, decoder)
+
+
+#: architecture name -> builder(cfg, src_vocab, tgt_vocab)
+ARCHITECTURES: dict[str, Callable[[ModelConfig, int, int], Seq2Seq]] = {
+    "transformer": build_transformer,
+}
+
+
+def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """Build the model named by ``cfg.arch``.
+
+    Raises:
+        ValueError: for an unknown architecture.
+    """
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown model.arch {cfg.arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[cfg.arch](cfg, src_vocab, tgt_vocab)
+
+
+def count_parameters(model: Seq2Seq) -> int:
+    """Number of distinct trainable parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())

@@ -1,0 +1,54 @@
+"""Seq2Seq: an encoder and a decoder behind the interface that training and search use."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder model.
+
+    Training calls :meth:`forward` (teacher forcing); search calls :meth:`encode`,
+    :meth:`init_state` and :meth:`step`, and reorders the state with ``state.index_select``.
+    """
+
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor) -> EncoderOutput:
+        """src_tokens ``(B,S)`` -> :class:`EncoderOutput` with encoder_out ``(B,S,D)``."""
+        return self.encoder(src_tokens, src_lengths, src_mask)
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        """Decoder state before the first target token (projected encoder memory)."""
+        return self.decoder.init_state(enc)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor, tgt_in: Tensor,
+                need_attn: bool = False) -> DecoderOutput:
+        """Teacher forcing: src ``(B,S)``, tgt_in ``(B,T)`` -> logits ``(B,T,V)`` (+ attn ``(B,H,T,S)``)."""
+        enc = self.encode(src_tokens, src_lengths, src_mask)
+        out, _ = self.decoder(tgt_in, self.decoder.init_state(enc), need_attn=need_attn)
+        return out
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: DecoderState, need_attn: bool = True
+             ) -> tuple[Tensor, Optional[Tensor], DecoderState]:
+        """One incremental decoding step.
+
+        Args:
+            tokens: ``(B, 1)`` the previous output token of each hypothesis (BOS first).
+            state: decoder state after ``state.step`` tokens.
+        Returns:
+            log-probabilities ``(B, V)`` of the next token, head-averaged alignment
+            ``(B, S)`` (or None), and the new state.
+        """
+        out, state = self.decoder(tokens, state, need_attn=need_attn, incremental=True)
+        lprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        attn = None if out.attn is None else out.attn[:, :, -1].mean(dim=1)
+        return lprobs, attn, state

@@ -1,0 +1,207 @@
+"""Transformer encoder-decoder (Vaswani et al. 2017 §3) with a K/V cache in the decoder state."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.models.attention import Memory, MultiHeadAttention
+from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
+from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN(x) = W_2 act(W_1 x + b_1) + b_2 (Vaswani et al. 2017 eq. 2). ``(B,T,D) -> (B,T,D)``."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, activation_dropout: float) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.act = ACTIVATIONS[activation]
+        self.activation_dropout = activation_dropout
+        for lin in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.fc1(x))
+        if self.activation_dropout > 0:
+            h = F.dropout(h, self.activation_dropout, self.training)
+        return self.fc2(h)
+
+
+class Sublayer(nn.Module):
+    """Residual wrapper: post-norm LN(x + drop(f(x))) or pre-norm x + drop(f(LN(x)))."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = dropout
+        self.pre_norm = pre_norm
+
+    def before(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def after(self, x: Tensor, h: Tensor) -> Tensor:
+        out = x + F.dropout(h, self.dropout, self.training)
+        return out if self.pre_norm else self.norm(out)
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention + FFN (Vaswani et al. 2017 §3.1). ``(B,S,D) -> (B,S,D)``."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation_dropout: float, activation: str, pre_norm: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attention_dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, activation, activation_dropout)
+        self.attn_block = Sublayer(d_model, dropout, pre_norm)
+        self.ffn_block = Sublayer(d_model, dropout, pre_norm)
+
+    def forward(self, x: Tensor, src_mask: Tensor, need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        """x ``(B,S,D)``, src_mask ``(B,S)`` -> ``(B,S,D)``, self-attention weights ``(B,H,S,S)`` or None."""
+        h = self.attn_block.before(x)
+        h, weights = self.self_attn(h, h, h, src_mask, need_weights=need_weights)
+        x = self.attn_block.after(x, h)
+        x = self.ffn_block.after(x, self.ffn(self.ffn_block.before(x)))
+        return x, weights
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention, FFN (Vaswani et al. 2017 §3.1). ``(B,T,D) -> (B,T,D)``."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation_dropout: float, activation: str, pre_norm: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, attention_dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, activation, activation_dropout)
+        self.self_block = Sublayer(d_model, dropout, pre_norm)
+        self.cross_block = Sublayer(d_model, dropout, pre_norm)
+        self.ffn_block = Sublayer(d_model, dropout, pre_norm)
+
+    def forward(self, x: Tensor, self_memory: Memory, cross_memory: Memory, src_mask: Tensor,
+                need_weights: bool = False) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """x ``(B,T,D)``; self_memory: keys/values of all target positions so far ``(B,H,t,Dh)``
+        (the last T of them belong to x); cross_memory ``(B,H,S,Dh)`` -> ``(B,T,D)``,
+        self weights ``(B,H,T,t)`` and cross weights ``(B,H,T,S)`` (None unless ``need_weights``)."""
+        h, self_w = self.self_attn.attend(self.self_block.before(x), self_memory, None,
+                                          need_weights=need_weights, causal=True)
+        x = self.self_block.after(x, h)
+        h, cross_w = self.cross_attn.attend(self.cross_block.before(x), cross_memory, src_mask,
+                                            need_weights=need_weights)
+        x = self.cross_block.after(x, h)
+        x = self.ffn_block.after(x, self.ffn(self.ffn_block.before(x)))
+        return x, self_w, cross_w
+
+
+class TransformerEncoder(Encoder):
+    """Embedding + positions + N encoder layers. src_tokens ``(B,S)`` -> encoder_out ``(B,S,D)``."""
+
+    def __init__(self, embed: TokenEmbedding, positions: PositionalEncoding, num_layers: int, d_model: int,
+                 num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation_dropout: float, activation: str, pre_norm: bool) -> None:
+        super().__init__()
+        self.embed = embed
+        self.positions = positions
+        self.dropout = dropout
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout, activation_dropout, activation,
+                         pre_norm) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model) if pre_norm else None
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor,
+                need_weights: bool = False) -> EncoderOutput:
+        """With ``need_weights`` the self-attention weights ``(B,H,S,S)`` of each layer are in
+        ``extra['self_attn.<i>']``."""
+        x = F.dropout(self.positions(self.embed(src_tokens)), self.dropout, self.training)
+        extra: dict[str, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            x, w = layer(x, src_mask, need_weights)
+            if w is not None:
+                extra[f"self_attn.{i}"] = w
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return EncoderOutput(x, src_mask, src_lengths, extra)
+
+
+class TransformerDecoder(Decoder):
+    """Embedding + positions + N decoder layers + output projection (tied or not).
+
+    The state caches, per layer, the projected encoder keys/values (``l<i>.cross_k/v``,
+    computed once by :meth:`init_state`) and the self-attention keys/values of the target
+    prefix (``l<i>.self_k/v``, grown by incremental calls), plus ``src_mask``.
+    """
+
+    def __init__(self, embed: TokenEmbedding, positions: PositionalEncoding, num_layers: int, d_model: int,
+                 num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float,
+                 activation_dropout: float, activation: str, pre_norm: bool, tie_output: bool,
+                 alignment_layer: int = -1) -> None:
+        super().__init__()
+        self.embed = embed
+        self.positions = positions
+        self.dropout = dropout
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, num_heads, ffn_dim, dropout, attention_dropout, activation_dropout, activation,
+                         pre_norm) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model) if pre_norm else None
+        vocab = embed.num_embeddings
+        self.output_proj = None if tie_output else nn.Linear(d_model, vocab, bias=False)
+        if self.output_proj is not None:
+            nn.init.normal_(self.output_proj.weight, mean=0.0, std=d_model ** -0.5)
+        self.alignment_layer = alignment_layer % num_layers
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        cache = {"src_mask": enc.src_mask}
+        for i, layer in enumerate(self.layers):
+            mem = layer.cross_attn.memory(enc.encoder_out, enc.encoder_out)
+            cache[f"l{i}.cross_k"], cache[f"l{i}.cross_v"] = mem
+        return DecoderState(0, cache)
+
+    def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False,
+                incremental: bool = False, all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:
+        """tgt_in ``(B,T)`` at positions ``state.step ..`` -> logits ``(B,T,V)``, alignment-layer
+        cross-attention ``(B,H,T,S)`` when ``need_attn``. With ``incremental`` the self-attention
+        keys/values are appended to the returned state; otherwise the state is returned as is.
+        ``all_attn`` adds every layer's ``self_attn.<i>`` and ``cross_attn.<i>`` weights to ``extra``."""
+        cache = state.cache
+        new_cache = dict(cache) if incremental else cache
+        x = F.dropout(self.positions(self.embed(tgt_in), offset=state.step), self.dropout, self.training)
+        attn = None
+        extra: dict[str, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            want = all_attn or (need_attn and i == self.alignment_layer)
+            if incremental:
+                h = self._norm_in(layer, x)
+                k, v = layer.self_attn.memory(h, h)
+                if f"l{i}.self_k" in cache:  # append the new steps to the cached prefix (B,H,t,Dh)
+                    k = torch.cat([cache[f"l{i}.self_k"], k], dim=2)
+                    v = torch.cat([cache[f"l{i}.self_v"], v], dim=2)
+                new_cache[f"l{i}.self_k"], new_cache[f"l{i}.self_v"] = k, v
+                self_mem = Memory(k, v)
+            else:
+                h = self._norm_in(layer, x)
+                self_mem = layer.self_attn.memory(h, h)
+            x, self_w, cross_w = layer(x, self_mem, Memory(cache[f"l{i}.cross_k"], cache[f"l{i}.cross_v"]),
+                                       cache["src_mask"], need_weights=want)
+            if i == self.alignment_layer and need_attn:
+                attn = cross_w
+            if all_attn:
+                extra[f"self_attn.{i}"], extra[f"cross_attn.{i}"] = self_w, cross_w
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        weight = self.embed.weight if self.output_proj is None else self.output_proj.weight
+        logits = F.linear(x, weight)
+        new_state = DecoderState(state.step + tgt_in.size(1), new_cache) if incremental else state
+        return DecoderOutput(logits, attn, extra), new_state
+
+    @staticmethod
+    def _norm_in(layer: DecoderLayer, x: Tensor) -> Tensor:
+        return layer.self_block.before(x)
+

@@ -1,0 +1,1 @@
+"""Training: loss, optimisers and schedules, checkpoints, monitoring, the training loop."""

@@ -1,0 +1,344 @@
+"""The training loop: batches -> model -> label-smoothed loss -> Adam, with validation BLEU,
+early stopping, checkpoints and TensorBoard."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from nmt.config import Config
+from nmt.data.batch import Batch
+from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
+from nmt.evaluate import score_corpus, translate_texts
+from nmt.io import atomic_write_text
+from nmt.models import build_model, count_parameters
+from nmt.train import checkpoint as ckpt_io
+from nmt.train.data import PreparedData
+from nmt.train.loss import label_smoothed_nll
+from nmt.train.monitor import Monitor, format_scalars, samples_markdown
+from nmt.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("nmt.train")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (R27)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Progress:
+    """Counters saved in every checkpoint."""
+
+    step: int = 0  # optimizer updates
+    epoch: int = 1
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)  # one dict per validation
+
+
+class Trainer:
+    """Trains ``cfg.model`` on prepared data and writes everything under ``run_dir``.
+
+    Args:
+        cfg: the resolved configuration.
+        data: tokenizer, training ids and dev/test text (:func:`nmt.train.data.prepare_data`).
+        run_dir: output directory (Hydra's run directory for ``nmt-train``).
+    """
+
+    def __init__(self, cfg: Config, data: PreparedData, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        tc = cfg.train
+        if tc.num_threads > 0:
+            torch.set_num_threads(tc.num_threads)
+        if tc.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(tc.device)
+        seed_everything(tc.seed)
+        tok = data.tokenizer
+        self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
+        oc = cfg.optim
+        self.optimizer = build_optimizer(self.model, oc.optimizer, oc.lr, oc.betas, oc.eps, oc.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, scheduler=oc.scheduler, lr=oc.lr,
+                                         warmup_steps=oc.warmup_steps, warmup_init_lr=oc.warmup_init_lr,
+                                         min_lr=oc.min_lr, d_model=cfg.model.d_model)
+        self.sampler = BucketingSampler(data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens,
+                                        shuffle=True, seed=tc.seed)
+        self.progress = Progress()
+        self.monitor = Monitor(self.run_dir / "tensorboard")
+        self.num_params = count_parameters(self.model)
+        log.info("model %s: %d parameters; %d training pairs, %d batches per epoch", cfg.model.arch,
+                 self.num_params, len(data.train), len(self.sampler))
+
+    # ----------------------------------------------------------------------------------- loop
+    def train(self) -> dict:
+        """Run until max epochs/steps/time or early stopping; then evaluate the test split.
+
+        Returns the results dict also written to ``<run>/results.json``.
+        """
+        tc = self.cfg.train
+        start = time.monotonic() - self.progress.train_seconds
+        stop_reason = None
+        while stop_reason is None and self.progress.epoch <= tc.max_epochs:
+            stop_reason = self._train_epoch(start)
+            if stop_reason is None and tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
+                stop_reason = self._validate_and_save()
+            self.progress.epoch += 1
+        if stop_reason is None:
+            stop_reason = f"reached max_epochs={tc.max_epochs}"
+        self.progress.train_seconds = time.monotonic() - start
+        if not self.progress.history or self.progress.history[-1]["step"] != self.progress.step:
+            self._validate_and_save()
+        log.info("training stopped: %s (%d steps, %.1f min)", stop_reason, self.progress.step,
+                 self.progress.train_seconds / 60)
+        results = self._final_evaluation(stop_reason)
+        self.monitor.close()
+        return results
+
+    def _train_epoch(self, start: float) -> Optional[str]:
+        tc = self.cfg.train
+        self.sampler.set_epoch(self.progress.epoch)
+        batches = self._epoch_batches()
+        bar = self._progress_bar(len(self.sampler))
+        window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.monotonic()}
+        group: list[Batch] = []
+        for batch in batches:
+            group.append(batch)
+            if len(group) < tc.update_freq:
+                continue
+            stats = self._update(group)
+            group = []
+            window["loss"] += stats["loss"]
+            window["nll"] += stats["nll"]
+            window["tokens"] += stats["tokens"]
+            if bar is not None:
+                bar.update(tc.update_freq)
+                bar.set_postfix(loss=f"{stats['loss'] / max(1, stats['tokens']):.3f}", step=self.progress.step)
+            if self.progress.step % tc.log_every_steps == 0:
+                self._log_train(window, stats)
+                window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.monotonic()}
+            if tc.valid_every_steps > 0 and self.progress.step % tc.valid_every_steps == 0:
+                reason = self._validate_and_save()
+                if reason:
+                    return reason
+            reason = self._budget_exhausted(start)
+            if reason:
+                return reason
+        if bar is not None:
+            bar.close()
+        return None
+
+    def _epoch_batches(self) -> Iterator[Batch]:
+        for indices in self.sampler:
+            yield make_batch(self.data.train, indices).to(self.device)
+
+    def _update(self, group: list[Batch]) -> dict:
+        """One optimizer update over ``group`` (gradient accumulation); loss normalised by target tokens."""
+        tc = self.cfg.train
+        self.model.train()
+        total_loss = total_nll = 0.0
+        ntokens = sum(b.ntokens for b in group)
+        for batch in group:
+            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+            loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
+            (loss / ntokens).backward()
+            total_loss += float(loss.detach())
+            total_nll += float(nll.detach())
+        clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            log.warning("step %d: non-finite gradient norm; update skipped", self.progress.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.progress.step += 1
+        return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
+                "src_tokens": sum(int(b.src_lengths.sum()) for b in group)}
+
+    def _log_train(self, window: dict, stats: dict) -> None:
+        elapsed = max(1e-9, time.monotonic() - window["time"])
+        tokens = max(1, window["tokens"])
+        values = {"loss": window["loss"] / tokens, "nll": window["nll"] / tokens,
+                  "ppl": math.exp(min(50.0, window["nll"] / tokens)), "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": stats["grad_norm"], "tgt_tokens_per_s": window["tokens"] / elapsed}
+        self.monitor.scalars(self.progress.step, values, "train")
+        log.info("epoch %d step %d %s", self.progress.epoch, self.progress.step, format_scalars(values))
+
+    def _budget_exhausted(self, start: float) -> Optional[str]:
+        tc = self.cfg.train
+        if tc.max_steps > 0 and self.progress.step >= tc.max_steps:
+            return f"reached max_steps={tc.max_steps}"
+        if tc.max_time_minutes > 0 and time.monotonic() - start >= tc.max_time_minutes * 60:
+            return f"reached max_time_minutes={tc.max_time_minutes}"
+        return None
+
+    def _progress_bar(self, total: int):
+        show = self.cfg.train.progress_bar
+        if show is None:
+            show = sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {self.progress.epoch}", leave=False, dynamic_ncols=True)
+
+    # ----------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def valid_loss(self) -> dict:
+        """Teacher-forced loss and perplexity on the dev set (no label smoothing in ``nll``)."""
+        valid = self.data.valid
+        ds = TokenizedDataset.from_text(self.data.tokenizer, valid.src, valid.tgt)
+        sampler = BucketingSampler(ds.src_lengths, ds.tgt_lengths, max_tokens=self.cfg.train.max_tokens,
+                                   shuffle=False)
+        self.model.eval()
+        loss_sum = nll_sum = 0.0
+        ntokens = 0
+        for indices in sampler:
+            batch = make_batch(ds, indices).to(self.device)
+            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+            loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            loss_sum += float(loss)
+            nll_sum += float(nll)
+            ntokens += batch.ntokens
+        return {"loss": loss_sum / ntokens, "nll": nll_sum / ntokens, "ppl": math.exp(min(50.0, nll_sum / ntokens))}
+
+    def decode(self, sources: list[str]) -> list[str]:
+        """Translate with the configured search; returns detokenised best hypotheses."""
+        sc = self.cfg.search
+        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size,
+                               length_penalty=sc.length_penalty, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
+                               batch_size=sc.batch_size, need_attn=False, device=self.device)
+        return self.data.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+
+    def _validate_and_save(self) -> Optional[str]:
+        """Validate, checkpoint (latest/best), log; return a stop reason on early stopping."""
+        t0 = time.monotonic()
+        p, tc = self.progress, self.cfg.train
+        values = self.valid_loss()
+        valid = self.data.valid
+        n = tc.valid_max_sentences or len(valid.src)
+        hyps = self.decode(valid.src[:n])
+        scores = score_corpus(hyps, valid.tgt[:n])
+        values.update(bleu=scores["bleu"], chrf=scores["chrf"], bleu_lc=scores["bleu_lc"])
+        improved = scores["bleu"] > p.best_bleu
+        if improved:
+            p.best_bleu, p.best_step, p.bad_validations = scores["bleu"], p.step, 0
+        else:
+            p.bad_validations += 1
+        values["seconds"] = time.monotonic() - t0
+        p.history.append({"step": p.step, "epoch": p.epoch, **values})
+        self.monitor.scalars(p.step, {k: values[k] for k in ("loss", "ppl", "bleu", "chrf")}, "valid")
+        k = min(tc.num_samples, n)
+        self.monitor.text("valid/samples", samples_markdown(valid.src[:k], valid.tgt[:k], hyps[:k]), p.step)
+        self.monitor.flush()
+        log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
+                 " (best)" if improved else "")
+        self.save(best=improved, scores={**scores, "valid_loss": values["loss"], "valid_ppl": values["ppl"]})
+        if tc.patience > 0 and p.bad_validations >= tc.patience:
+            return f"no BLEU improvement in {tc.patience} validations (early stopping)"
+        return None
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def trainer_state(self) -> dict:
+        """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
+                "rng": {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}}
+
+    def save(self, best: bool, scores: dict) -> Path:
+        """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best)."""
+        p = self.progress
+        name = f"step-{p.step:07d}"
+        meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params}
+        path = ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
+                                       self.trainer_state())
+        index = ckpt_io.read_index(self.ckpt_dir)
+        index["latest"] = name
+        if best or "best" not in index:
+            index["best"] = name
+            index["best_bleu"] = scores.get("bleu")
+        ckpt_io.write_index(self.ckpt_dir, index)
+        keep = max(self.cfg.train.keep_last, self.cfg.train.average_last)
+        ckpt_io.prune_checkpoints(self.ckpt_dir, keep, {index["latest"], index["best"]})
+        return path
+
+    # ------------------------------------------------------------------------------ the end
+    def _final_evaluation(self, stop_reason: str) -> dict:
+        """Average checkpoints if asked, load the best, decode the test split, write results.json."""
+        cfg, p = self.cfg, self.progress
+        best = ckpt_io.resolve_checkpoint(self.ckpt_dir, "best")
+        chosen = best.name
+        from safetensors.torch import load_model as st_load
+
+        st_load(self.model, str(best / "model.safetensors"))
+        if cfg.train.average_last > 1:
+            chosen = self._try_average(best) or chosen
+        results = {"stop_reason": stop_reason, "steps": p.step, "epochs": p.epoch - 1,
+                   "train_minutes": round(p.train_seconds / 60, 2), "num_params": self.num_params,
+                   "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
+                   "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
+                   "search": asdict(cfg.search), "history": p.history}
+        test = self.data.test
+        if cfg.train.eval_test and test is not None:
+            t0 = time.monotonic()
+            hyps = self.decode(test.src)
+            results["test"] = {"split": cfg.data.test_split, **score_corpus(hyps, test.tgt),
+                               "decode_seconds": round(time.monotonic() - t0, 1)}
+            hyp_path = self.run_dir / f"{cfg.data.test_split}.hyp.{cfg.data.tgt_lang}"
+            atomic_write_text(hyp_path, "".join(h + "\n" for h in hyps))
+            log.info("test %s: BLEU %.2f (%s) | lowercased BLEU %.2f | chrF %.2f", cfg.data.test_split,
+                     results["test"]["bleu"], results["test"]["bleu_signature"], results["test"]["bleu_lc"],
+                     results["test"]["chrf"])
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        return results
+
+    def _try_average(self, best: Path) -> Optional[str]:
+        """Average the last N checkpoints; keep the average only if its dev BLEU beats the best."""
+        from nmt.train.average import average_checkpoints
+
+        paths = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        paths = paths[-self.cfg.train.average_last:]
+        if len(paths) < 2:
+            return None
+        state = average_checkpoints(paths)
+        backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(state, strict=False)
+        hyps = self.decode(self.data.valid.src)
+        bleu = score_corpus(hyps, self.data.valid.tgt)["bleu"]
+        log.info("average of %d checkpoints (%s..%s): dev BLEU %.2f vs best %.2f", len(paths), paths[0].name,
+                 paths[-1].name, bleu, self.progress.best_bleu)
+        if bleu > self.progress.best_bleu:
+            ckpt_io.save_checkpoint(self.ckpt_dir, "averaged", self.model, self.cfg, self.data.tokenizer,
+                                    {"step": self.progress.step, "averaged": [p.name for p in paths],
+                                     "valid": {"bleu": bleu}})
+            index = ckpt_io.read_index(self.ckpt_dir)
+            index.update(best="averaged", best_bleu=bleu)
+            ckpt_io.write_index(self.ckpt_dir, index)
+            self.progress.best_bleu = bleu
+            return "averaged"
+        self.model.load_state_dict(backup)
+        return None
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}

@@ -1,0 +1,33 @@
+"""Shared fixtures: real-data location and small helpers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    """``$NMT_DATA_DIR`` when it holds Multi30k, else None."""
+    env = os.environ.get("NMT_DATA_DIR")
+    if env and (Path(env) / "multi30k" / "train.en").exists():
+        return Path(env)
+    return None
+
+
+@pytest.fixture
+def multi30k_dir() -> Path:
+    """Folder containing ``multi30k/``; skips with a visible reason when absent."""
+    d = real_data_dir()
+    if d is None:
+        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

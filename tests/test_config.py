@@ -1,0 +1,71 @@
+"""Config composition (ARCHITECTURE.md example 3)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from nmt.config import Config, TranslateConfig, config_from_yaml, config_to_yaml, parse_cli, register_configs, to_config
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF) / "experiment").glob("*.yaml"))
+DEBUGS = sorted(p.stem for p in (Path(CONF) / "debug").glob("*.yaml"))
+
+
+def _compose(overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_into_typed_config(experiment):
+    cfg = to_config(_compose([f"experiment={experiment}"]))
+    assert isinstance(cfg, Config)
+    assert cfg.train.max_time_minutes > 0
+
+
+@pytest.mark.parametrize("debug", DEBUGS)
+def test_debug_configs_compose(debug):
+    cfg = to_config(_compose([f"debug={debug}"]))
+    assert cfg.data.max_train_pairs and cfg.data.max_train_pairs <= 1000
+
+
+def test_multi30k_recipe_matches_reference_setup():
+    cfg = to_config(_compose(["experiment=multi30k_transformer"]))
+    assert (cfg.model.d_model, cfg.model.ffn_dim, cfg.model.num_heads) == (256, 1024, 4)
+    assert cfg.data.tokenizer.vocab_size == 8000 and cfg.data.tokenizer.joint
+    assert list(cfg.optim.betas) == [0.9, 0.98]
+
+
+@pytest.mark.parametrize("override", ["model.d_modle=128", "train.max_tokenz=10", "nonsense=1"])
+def test_misspelt_key_fails_at_compose_time(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        _compose([override])
+
+
+def test_wrong_type_fails_at_compose_time():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        _compose(["model.d_model=big"])
+
+
+def test_bad_enum_value_fails():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        _compose(["data.on_empty=sometimes"])
+
+
+def test_yaml_round_trip():
+    cfg = to_config(_compose(["experiment=multi30k_transformer", "data.src_lang=de", "data.tgt_lang=en"]))
+    again = config_from_yaml(config_to_yaml(cfg))
+    assert again == cfg
+
+
+def test_cli_parser_rejects_unknown_key():
+    with pytest.raises(SystemExit) as err:
+        parse_cli(TranslateConfig, ["ckpt=x", "beam=3"])
+    assert "beam" in str(err.value)
+    cfg = parse_cli(TranslateConfig, ["ckpt=x", "beam_size=3"])
+    assert cfg.beam_size == 3
