@@ -183,7 +183,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu", which: str = "best"
     tok_files = {f.name: f.read_bytes() for f in ckpt.glob("*.model")}
     if not tok_files:
         raise CheckpointError(f"checkpoint {ckpt} holds no sentencepiece model (*.model)")
-    tokenizer = Tokenizer.from_bytes(tok_files)
+    try:
+        tokenizer = Tokenizer.from_bytes(tok_files)
+    except Exception as err:  # sentencepiece raises RuntimeError/DataError on a bad proto
+        raise CheckpointError(f"checkpoint {ckpt}: sentencepiece model cannot be loaded: {err}") from err
     model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     try:
         missing, unexpected = st_load(model, str(ckpt / "model.safetensors"), strict=False, device=device)

@@ -1,0 +1,155 @@
+"""Loss, learning-rate schedules, checkpoints and averaging."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.config import Config, ModelConfig
+from nmt.data.batch import PAD_ID
+from nmt.models import build_model
+from nmt.train import checkpoint as ckpt_io
+from nmt.train.average import average_checkpoints
+from nmt.train.loss import label_smoothed_nll
+from nmt.train.optim import build_optimizer, lr_lambda
+
+
+def test_label_smoothed_loss_matches_definition_and_ignores_pad():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 11)
+    target = torch.tensor([[4, 5, PAD_ID], [6, PAD_ID, PAD_ID]])
+    loss, nll = label_smoothed_nll(logits, target, 0.1)
+    keep = target != PAD_ID
+    lp = logits.log_softmax(-1)[keep]
+    expected_nll = F.nll_loss(lp, target[keep], reduction="sum")
+    expected = 0.9 * expected_nll + 0.1 * (-lp.mean(-1)).sum()
+    torch.testing.assert_close(nll, expected_nll)
+    torch.testing.assert_close(loss, expected)
+    plain, plain_nll = label_smoothed_nll(logits, target, 0.0)
+    torch.testing.assert_close(plain, plain_nll)
+
+
+def test_inverse_sqrt_schedule():
+    f = lr_lambda("inverse_sqrt", lr=1e-3, warmup_steps=1000, warmup_init_lr=1e-7, min_lr=0.0)
+    assert f(0) * 1e-3 == pytest.approx(1e-7)
+    assert f(500) == pytest.approx((1e-7 + (1e-3 - 1e-7) * 0.5) / 1e-3)
+    assert f(1000) == pytest.approx(1.0)
+    assert f(4000) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="scheduler"):
+        lr_lambda("cosine-ish", 1e-3, 10, 0.0, 0.0)
+
+
+def test_noam_schedule_peaks_at_warmup():
+    f = lr_lambda("noam", lr=1.0, warmup_steps=100, warmup_init_lr=0.0, min_lr=0.0, d_model=512)
+    values = [f(s) for s in range(1, 400)]
+    assert max(range(len(values)), key=values.__getitem__) + 1 == 100
+    assert f(100) == pytest.approx(512 ** -0.5 * 100 ** -0.5)
+
+
+def test_weight_decay_skips_biases_and_norms():
+    model = build_model(ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1), 30, 30)
+    opt = build_optimizer(model, "adam", 1e-3, (0.9, 0.98), 1e-8, 0.01)
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() > 1 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0
+
+
+class _Tok:
+    """Minimal stand-in for the sentencepiece tokenizer (bytes + sizes)."""
+
+    src_vocab_size = tgt_vocab_size = 30
+
+    def to_bytes(self):
+        return {"spm.model": b"not-a-real-model"}
+
+    def sha256(self):
+        return {"spm.model": "0" * 64}
+
+
+def _save(tmp_path, name="step-0000001", step=1):
+    cfg = Config(model=ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1))
+    model = build_model(cfg.model, 30, 30)
+    path = ckpt_io.save_checkpoint(tmp_path, name, model, cfg, _Tok(), {"step": step}, {"progress": {"step": step}})
+    return model, cfg, path
+
+
+def test_checkpoint_is_complete_and_state_loads_weights_only(tmp_path):
+    model, cfg, path = _save(tmp_path)
+    assert (path / ckpt_io.MARKER).exists() and not list(tmp_path.glob(".tmp-*"))
+    assert ckpt_io.load_trainer_state(path)["progress"]["step"] == 1
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == ckpt_io.FORMAT_VERSION and meta["tokenizer_sha256"]
+
+
+def test_tied_weights_survive_safetensors_round_trip(tmp_path):
+    from safetensors.torch import load_model
+
+    model, cfg, path = _save(tmp_path)
+    fresh = build_model(cfg.model, 30, 30)
+    load_model(fresh, str(path / "model.safetensors"))
+    assert fresh.encoder.embed is fresh.decoder.embed
+    torch.testing.assert_close(fresh.decoder.embed.weight, model.decoder.embed.weight)
+    with torch.no_grad():
+        fresh.encoder.embed.weight[5, 0] += 1.0
+    assert fresh.decoder.embed.weight[5, 0] == fresh.encoder.embed.weight[5, 0]
+
+
+def test_resolve_refuses_incomplete_and_finds_latest(tmp_path):
+    _, _, first = _save(tmp_path, "step-0000001", 1)
+    _, _, second = _save(tmp_path, "step-0000002", 2)
+    (second / ckpt_io.MARKER).unlink()
+    with pytest.raises(ckpt_io.CheckpointError, match="incomplete"):
+        ckpt_io.resolve_checkpoint(second)
+    assert ckpt_io.resolve_checkpoint(tmp_path) == first  # no index: newest complete one
+    (tmp_path / ".tmp-step-0000003").mkdir()
+    assert [p.name for p in ckpt_io.complete_checkpoints(tmp_path)] == ["step-0000001"]
+    assert not (tmp_path / ".tmp-step-0000003").exists()  # stale temp dirs are cleaned up
+
+
+def test_load_model_refuses_newer_format_and_corrupt_files(tmp_path):
+    from nmt.config import TokenizerConfig
+    from nmt.data.tokenizer import train_tokenizer
+
+    text = [f"sentence number {i} with some words" for i in range(50)]
+    tok = train_tokenizer(text, text, TokenizerConfig(vocab_size=300), tmp_path / "spm")
+    cfg = Config(model=ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1))
+    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
+    path = ckpt_io.save_checkpoint(tmp_path, "step-0000001", model, cfg, tok, {"step": 1})
+    loaded = ckpt_io.load_model(path)
+    torch.testing.assert_close(loaded.model.state_dict(), model.state_dict())
+    assert loaded.tokenizer.decode_tgt(loaded.tokenizer.encode_tgt(text[:2])) == text[:2]
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(dict(meta, format_version=99)))
+    with pytest.raises(ckpt_io.CheckpointError, match="newer"):
+        ckpt_io.load_model(path)
+    (path / "meta.json").write_text(json.dumps(meta))
+    weights = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # truncated
+    with pytest.raises(ckpt_io.CheckpointError, match="model.safetensors"):
+        ckpt_io.load_model(path)
+    (path / "model.safetensors").write_bytes(weights)
+    (path / "spm.model").write_bytes(b"garbage")
+    with pytest.raises(ckpt_io.CheckpointError, match="sentencepiece"):
+        ckpt_io.load_model(path)
+
+
+def test_prune_keeps_best_and_latest(tmp_path):
+    for step in range(1, 6):
+        _save(tmp_path, f"step-{step:07d}", step)
+    ckpt_io.prune_checkpoints(tmp_path, keep_last=2, protect={"step-0000001"})
+    assert sorted(p.name for p in ckpt_io.complete_checkpoints(tmp_path)) == [
+        "step-0000001", "step-0000004", "step-0000005"]
+
+
+def test_average_checkpoints_is_the_mean(tmp_path):
+    torch.manual_seed(0)
+    m1, _, p1 = _save(tmp_path, "step-0000001", 1)
+    torch.manual_seed(1)
+    m2, _, p2 = _save(tmp_path, "step-0000002", 2)
+    avg = average_checkpoints([p1, p2])
+    w = "decoder.layers.0.ffn.fc1.weight"
+    torch.testing.assert_close(avg[w], (m1.state_dict()[w] + m2.state_dict()[w]) / 2)
+    assert math.isclose(float(avg[w].sum()), float((m1.state_dict()[w] + m2.state_dict()[w]).sum() / 2), rel_tol=1e-5)
