@@ -78,10 +78,12 @@ class Tokenizer:
 
     @property
     def src_vocab_size(self) -> int:
+        """Number of source pieces V_src (ids 0..V_src-1; 0-3 are pad/unk/bos/eos)."""
         return self._src.get_piece_size()
 
     @property
     def tgt_vocab_size(self) -> int:
+        """Number of target pieces V_tgt."""
         return self._tgt.get_piece_size()
 
     def encode_src(self, texts: Sequence[str]) -> list[list[int]]:

@@ -79,6 +79,7 @@ class Decoder(nn.Module):
     """
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:  # pragma: no cover
+        """State before the first target token, with the encoder memory projected once."""
         raise NotImplementedError
 
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False

@@ -46,9 +46,11 @@ class Sublayer(nn.Module):
         self.pre_norm = pre_norm
 
     def before(self, x: Tensor) -> Tensor:
+        """Input of the sublayer function: LN(x) with pre-norm, x with post-norm. ``(B,T,D)``."""
         return self.norm(x) if self.pre_norm else x
 
     def after(self, x: Tensor, h: Tensor) -> Tensor:
+        """Residual connection around the sublayer output ``h`` ``(B,T,D)`` (+ LN with post-norm)."""
         out = x + F.dropout(h, self.dropout, self.training)
         return out if self.pre_norm else self.norm(out)
 
@@ -158,6 +160,8 @@ class TransformerDecoder(Decoder):
         self.alignment_layer = alignment_layer % num_layers
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:
+        """Project encoder_out ``(B,S,D)`` into every layer's cross-attention keys/values
+        ``(B,H,S,Dh)`` once per sentence; the self-attention cache starts empty (step 0)."""
         cache = {"src_mask": enc.src_mask}
         for i, layer in enumerate(self.layers):
             mem = layer.cross_attn.memory(enc.encoder_out, enc.encoder_out)

@@ -25,14 +25,17 @@ class Monitor:
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
+        """Markdown ``text`` in TensorBoard's Text tab under ``tag``."""
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
 
     def flush(self) -> None:
+        """Write pending events to disk."""
         if self.writer is not None:
             self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event file."""
         if self.writer is not None:
             self.writer.close()
 
