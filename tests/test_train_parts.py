@@ -153,3 +153,41 @@ def test_average_checkpoints_is_the_mean(tmp_path):
     w = "decoder.layers.0.ffn.fc1.weight"
     torch.testing.assert_close(avg[w], (m1.state_dict()[w] + m2.state_dict()[w]) / 2)
     assert math.isclose(float(avg[w].sum()), float((m1.state_dict()[w] + m2.state_dict()[w]).sum() / 2), rel_tol=1e-5)
+
+
+def _trainer(tmp_path, **train_overrides):
+    from nmt.config import TrainConfig
+    from nmt.data.corpus import ParallelText
+    from nmt.data.dataset import TokenizedDataset
+    from nmt.train.data import PreparedData
+    from nmt.train.trainer import Trainer
+
+    class Tok(_Tok):
+        def encode_src(self, texts):
+            return [[4 + int(w) for w in t.split()] for t in texts]
+
+        encode_tgt = encode_src
+
+    cfg = Config(model=ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1,
+                                   dropout=0.0, attention_dropout=0.0, activation_dropout=0.0),
+                 train=TrainConfig(**train_overrides))
+    src = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    tgt = [[7, 6, 5], [9, 8], [13, 12, 11, 10], [14]]
+    valid = ParallelText(["1 2"], ["2 1"], [1])
+    return Trainer(cfg, PreparedData(Tok(), TokenizedDataset(src, tgt), valid, None), tmp_path)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    from nmt.data.dataset import make_batch
+
+    torch.manual_seed(0)
+    acc = _trainer(tmp_path / "a", update_freq=2)
+    torch.manual_seed(0)
+    big = _trainer(tmp_path / "b")
+    ds = acc.data.train
+    acc_stats = acc._update([make_batch(ds, [0, 1]), make_batch(ds, [2, 3])])
+    big_stats = big._update([make_batch(ds, [0, 1, 2, 3])])
+    assert acc_stats["tokens"] == big_stats["tokens"] == 4 + 3 + 5 + 2
+    assert acc_stats["loss"] == pytest.approx(big_stats["loss"], rel=1e-5)
+    for (name, p), q in zip(acc.model.named_parameters(), big.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)

@@ -81,6 +81,7 @@ class Trainer:
                                          min_lr=oc.min_lr, d_model=cfg.model.d_model)
         self.sampler = BucketingSampler(data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens,
                                         shuffle=True, seed=tc.seed)
+        self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
         self.progress = Progress()
         self.monitor = Monitor(self.run_dir / "tensorboard")
         self.num_params = count_parameters(self.model)
@@ -204,8 +205,7 @@ class Trainer:
     @torch.no_grad()
     def valid_loss(self) -> dict:
         """Teacher-forced loss and perplexity on the dev set (no label smoothing in ``nll``)."""
-        valid = self.data.valid
-        ds = TokenizedDataset.from_text(self.data.tokenizer, valid.src, valid.tgt)
+        ds = self.valid_ids
         sampler = BucketingSampler(ds.src_lengths, ds.tgt_lengths, max_tokens=self.cfg.train.max_tokens,
                                    shuffle=False)
         self.model.eval()
