@@ -73,10 +73,38 @@ class DataConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """RNN attention: a score function and a window (Bahdanau et al. 2015; Luong et al. 2015 §3)."""
+
+    score: str = "additive"  # additive (= Luong concat) | dot | general | scaled_dot | cosine | location
+    window: str = "global"  # global | local_m | local_p (Luong et al. 2015 §3.2)
+    window_size: int = 10  # D: the window is [p_t - D, p_t + D]; local-p uses sigma = D / 2
+    attention_dim: int = 0  # additive/local-p hidden size (0 = decoder hidden size)
+    cosine_scale: float = 10.0  # initial (or fixed) scale of cosine scores
+    learn_cosine_scale: bool = True
+    max_src_len: int = 128  # location score: positions scored (longer sources get no weight beyond)
+
+
+@dataclass
+class RNNDecoderConfig:
+    """Attentional RNN decoder."""
+
+    style: str = "bahdanau"  # bahdanau (§3.1, attend from s_{t-1}) | luong (attend from h_t)
+    input_feeding: bool = True  # Luong et al. 2015 §3.3 (luong style only)
+
+
+@dataclass
 class ModelConfig:
     """Model architecture. ``arch`` picks the family; fields of the others are ignored."""
 
-    arch: str = "transformer"
+    arch: str = "transformer"  # transformer | rnn
+    # --- RNN family (arch=rnn) ---
+    rnn_type: str = "gru"  # gru | lstm
+    embed_dim: int = 256
+    hidden_size: int = 512  # decoder hidden size; each encoder direction has hidden_size // 2
+    decoder: RNNDecoderConfig = field(default_factory=RNNDecoderConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    # --- Transformer (arch=transformer); layers/dropout/sharing also apply to the RNN ---
     d_model: int = 256
     num_heads: int = 4
     ffn_dim: int = 1024

@@ -5,6 +5,8 @@ from typing import Callable
 
 from nmt.config import ModelConfig
 from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
+from nmt.models.rnn import RNNDecoder, RNNEncoder, check_rnn_options
+from nmt.models.rnn_attention import RNNAttention
 from nmt.models.seq2seq import Seq2Seq
 from nmt.models.transformer import TransformerDecoder, TransformerEncoder
 
@@ -31,9 +33,36 @@ def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2S
     return Seq2Seq(encoder, decoder)
 
 
+def build_rnn(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """BiRNN encoder + attentional decoder (Bahdanau et al. 2015; Luong et al. 2015) from ``cfg``.
+
+    Raises:
+        ValueError: invalid combinations (shared embeddings without a joint vocabulary, odd
+            hidden size, a dot-type score whose query and key sizes differ, unknown names).
+    """
+    if cfg.share_embeddings and src_vocab != tgt_vocab:
+        raise ValueError(f"model.share_embeddings needs one joint vocabulary, got {src_vocab} and {tgt_vocab}; "
+                         "set data.tokenizer.joint=true or model.share_embeddings=false")
+    check_rnn_options(cfg.rnn_type, cfg.decoder.style, cfg.hidden_size)
+    src_embed = TokenEmbedding(src_vocab, cfg.embed_dim, scale=False)
+    tgt_embed = src_embed if cfg.share_embeddings else TokenEmbedding(tgt_vocab, cfg.embed_dim, scale=False)
+    enc_hidden = cfg.hidden_size // 2
+    ac = cfg.attention
+    attention = RNNAttention(cfg.hidden_size, 2 * enc_hidden, score=ac.score, window=ac.window,
+                             window_size=ac.window_size, attention_dim=ac.attention_dim,
+                             cosine_scale=ac.cosine_scale, learn_cosine_scale=ac.learn_cosine_scale,
+                             max_src_len=ac.max_src_len)
+    encoder = RNNEncoder(src_embed, cfg.rnn_type, enc_hidden, cfg.encoder_layers, cfg.dropout)
+    decoder = RNNDecoder(tgt_embed, cfg.rnn_type, cfg.hidden_size, cfg.decoder_layers, cfg.dropout,
+                         cfg.decoder.style, cfg.decoder.input_feeding, attention, value_dim=2 * enc_hidden,
+                         bridge_dim=enc_hidden, tie_output=cfg.tie_output)
+    return Seq2Seq(encoder, decoder)
+
+
 #: architecture name -> builder(cfg, src_vocab, tgt_vocab)
 ARCHITECTURES: dict[str, Callable[[ModelConfig, int, int], Seq2Seq]] = {
     "transformer": build_transformer,
+    "rnn": build_rnn,
 }
 
 

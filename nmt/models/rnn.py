@@ -1,0 +1,179 @@
+"""Bidirectional RNN encoder and attentional RNN decoder (Bahdanau et al. 2015; Luong et al. 2015).
+
+The decoder follows the same contract as the Transformer's: ``init_state(enc)`` projects the
+encoder annotations once (the attention keys live in the state), ``forward(tgt_in, state,
+incremental=...)`` consumes target tokens from position ``state.step``, and every tensor in
+the state is batch-first so beam search reorders it with one ``index_select``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.models.attention import Memory
+from nmt.models.embeddings import TokenEmbedding
+from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
+from nmt.models.rnn_attention import RNNAttention
+
+RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
+STYLES = ("bahdanau", "luong")
+
+
+def _rnn_class(rnn_type: str) -> type[nn.RNNBase]:
+    if rnn_type not in RNN_TYPES:
+        raise ValueError(f"unknown model.rnn_type {rnn_type!r}; expected one of {sorted(RNN_TYPES)}")
+    return RNN_TYPES[rnn_type]
+
+
+class RNNEncoder(Encoder):
+    """Bidirectional GRU/LSTM over packed sequences (padding never enters a state).
+
+    Annotations h_j = [h→_j; h←_j] (Bahdanau et al. 2015 §3.2): src_tokens ``(B,S)`` ->
+    encoder_out ``(B,S,2h)`` (zeros at padding); ``extra['backward_first']`` ``(B,h)`` is the
+    top backward RNN's state at the first source token (its final state), used to
+    initialise the decoder.
+    """
+
+    def __init__(self, embed: TokenEmbedding, rnn_type: str, hidden_size: int, num_layers: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.embed = embed
+        self.dropout = dropout
+        self.hidden_size = hidden_size
+        self.rnn = _rnn_class(rnn_type)(embed.embedding_dim, hidden_size, num_layers, batch_first=True,
+                                        bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor) -> EncoderOutput:
+        x = F.dropout(self.embed(src_tokens), self.dropout, self.training)
+        packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src_tokens.size(1))
+        backward_first = out[:, 0, self.hidden_size :]
+        out = F.dropout(out, self.dropout, self.training)
+        return EncoderOutput(out, src_mask, src_lengths, {"backward_first": backward_first})
+
+
+class RNNDecoder(Decoder):
+    """Attentional RNN decoder in Bahdanau or Luong style.
+
+    * ``bahdanau`` (Bahdanau et al. 2015 §3.1, appendix A): c_t = attend(s_{t-1});
+      s_t = RNN([E y_{t-1}; c_t], s_{t-1}); readout t_t = tanh(W_o [s_t; c_t; E y_{t-1}]).
+    * ``luong`` (Luong et al. 2015 §3): h_t = RNN([E y_{t-1}; h̃_{t-1}] (input feeding, §3.3)
+      or E y_{t-1}, h_{t-1}); c_t = attend(h_t); h̃_t = tanh(W_c [c_t; h_t]) (eq. 5).
+
+    s_0 (every layer) = tanh(W_s h←_1) from the backward encoder's first state. Logits come from
+    the readout (tied to the target embedding when ``tie_output``; a bias-free projection to the
+    embedding size is added when the sizes differ). State cache: ``hidden`` (and ``cell``)
+    ``(B,L,H)``, ``feed`` ``(B,H)`` (input feeding), attention ``keys``/``values``
+    ``(B,1,S,·)``, ``src_mask`` ``(B,S)``.
+
+    Raises:
+        ValueError: unknown style or RNN type.
+    """
+
+    def __init__(self, embed: TokenEmbedding, rnn_type: str, hidden_size: int, num_layers: int, dropout: float,
+                 style: str, input_feeding: bool, attention: RNNAttention, value_dim: int, bridge_dim: int,
+                 tie_output: bool) -> None:
+        super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"unknown model.decoder.style {style!r}; expected one of {STYLES}")
+        emb_dim = embed.embedding_dim
+        self.embed, self.style, self.dropout = embed, style, dropout
+        self.input_feeding = input_feeding and style == "luong"
+        self.num_layers, self.hidden_size, self.is_lstm = num_layers, hidden_size, rnn_type == "lstm"
+        rnn_in = emb_dim + (value_dim if style == "bahdanau" else hidden_size if self.input_feeding else 0)
+        self.rnn = _rnn_class(rnn_type)(rnn_in, hidden_size, num_layers, batch_first=True,
+                                        dropout=dropout if num_layers > 1 else 0.0)
+        self.attention = attention
+        self.bridge = nn.Linear(bridge_dim, num_layers * hidden_size)
+        if style == "bahdanau":
+            self.readout = nn.Linear(hidden_size + value_dim + emb_dim, emb_dim)
+            out_dim = emb_dim
+        else:
+            self.readout = nn.Linear(value_dim + hidden_size, hidden_size, bias=False)  # W_c
+            out_dim = hidden_size
+        self.pre_output = nn.Linear(out_dim, emb_dim, bias=False) if tie_output and out_dim != emb_dim else None
+        self.output_proj = None if tie_output else nn.Linear(out_dim, embed.num_embeddings)
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        """s_0 = tanh(W_s h←_1) for every layer; attention keys projected once; feed = 0."""
+        bsz = enc.encoder_out.size(0)
+        hidden = torch.tanh(self.bridge(enc.extra["backward_first"])).view(bsz, self.num_layers, self.hidden_size)
+        keys, values = self.attention.memory(enc.encoder_out, enc.encoder_out)
+        cache = {"hidden": hidden, "keys": keys, "values": values, "src_mask": enc.src_mask}
+        if self.is_lstm:
+            cache["cell"] = torch.zeros_like(hidden)
+        if self.input_feeding:
+            cache["feed"] = hidden.new_zeros(bsz, self.hidden_size)
+        return DecoderState(0, cache)
+
+    def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False, incremental: bool = False,
+                all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:
+        """tgt_in ``(B,T)`` -> logits ``(B,T,V)``, attention ``(B,1,T,S)`` when asked, window centres
+        p_t in ``extra['positions']`` ``(B,T)`` for local attention."""
+        cache = state.cache
+        emb = F.dropout(self.embed(tgt_in), self.dropout, self.training)  # (B,T,E)
+        hx = cache["hidden"].transpose(0, 1).contiguous()  # (L,B,H)
+        if self.is_lstm:
+            hx = (hx, cache["cell"].transpose(0, 1).contiguous())
+        feed = cache.get("feed")
+        memory, mask = Memory(cache["keys"], cache["values"]), cache["src_mask"]
+        outputs, weights, centres = [], [], []
+        for t in range(tgt_in.size(1)):
+            pos = torch.full((1,), state.step + t, dtype=torch.long, device=tgt_in.device)
+            y = emb[:, t]
+            if self.style == "bahdanau":
+                top = (hx[0] if self.is_lstm else hx)[-1]  # s_{t-1} (B,H)
+                ctx, w, p = self.attention.attend_full(top[:, None], memory, mask, pos)
+                out, hx = self.rnn(torch.cat([y, ctx[:, 0]], -1)[:, None], hx)
+                o = torch.tanh(self.readout(torch.cat([out[:, 0], ctx[:, 0], y], -1)))
+            else:
+                rnn_in = torch.cat([y, feed], -1) if self.input_feeding else y
+                out, hx = self.rnn(rnn_in[:, None], hx)
+                ctx, w, p = self.attention.attend_full(out, memory, mask, pos)
+                o = torch.tanh(self.readout(torch.cat([ctx[:, 0], out[:, 0]], -1)))
+                feed = o
+            outputs.append(o)
+            weights.append(w)
+            centres.append(p)
+        x = F.dropout(torch.stack(outputs, 1), self.dropout, self.training)
+        logits = self._logits(x)
+        attn = torch.cat(weights, dim=2) if (need_attn or all_attn) else None
+        extra = {} if centres[0] is None else {"positions": torch.cat(centres, dim=1)}
+        if all_attn:
+            extra["cross_attn.0"] = attn
+        new_state = state
+        if incremental:
+            h = hx[0] if self.is_lstm else hx
+            new_cache = dict(cache, hidden=h.transpose(0, 1))
+            if self.is_lstm:
+                new_cache["cell"] = hx[1].transpose(0, 1)
+            if self.input_feeding:
+                new_cache["feed"] = feed
+            new_state = DecoderState(state.step + tgt_in.size(1), new_cache)
+        return DecoderOutput(logits, attn, extra), new_state
+
+    def _logits(self, x: Tensor) -> Tensor:
+        if self.output_proj is not None:
+            return self.output_proj(x)
+        if self.pre_output is not None:
+            x = self.pre_output(x)
+        return F.linear(x, self.embed.weight)
+
+
+def check_rnn_options(rnn_type: str, style: str, hidden_size: int) -> None:
+    """Reject invalid combinations with a clear message (called by ``build_model``).
+
+    Raises:
+        ValueError: unknown RNN type or style, or an odd ``hidden_size`` (it is split over the
+            two encoder directions).
+    """
+    _rnn_class(rnn_type)
+    if style not in STYLES:
+        raise ValueError(f"unknown model.decoder.style {style!r}; expected one of {STYLES}")
+    if hidden_size % 2:
+        raise ValueError(f"model.hidden_size={hidden_size} must be even: each encoder direction gets half")

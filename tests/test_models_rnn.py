@@ -1,0 +1,137 @@
+"""BiRNN + attention: every decoder style x score function x window obeys the decoder contract."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from nmt.config import AttentionConfig, ModelConfig, RNNDecoderConfig
+from nmt.data.batch import Batch
+from nmt.models import build_model
+from nmt.models.rnn_attention import RNNAttention
+from nmt.search import beam_search, greedy_search
+
+STYLES = ["bahdanau", "luong"]
+SCORES = ["additive", "dot", "general", "scaled_dot", "cosine", "location"]
+WINDOWS = ["global", "local_m", "local_p"]
+D = 2
+
+
+def rnn_model(style="bahdanau", score="additive", window="global", rnn_type="gru", input_feeding=True,
+              dropout=0.0, layers=2):
+    cfg = ModelConfig(arch="rnn", rnn_type=rnn_type, embed_dim=16, hidden_size=24, encoder_layers=layers,
+                      decoder_layers=layers, dropout=dropout,
+                      decoder=RNNDecoderConfig(style=style, input_feeding=input_feeding),
+                      attention=AttentionConfig(score=score, window=window, window_size=D, max_src_len=32))
+    return build_model(cfg, 50, 50)
+
+
+def _batch():
+    return Batch.collate([[5, 6, 7, 8, 9, 10, 11, 12], [9, 10]],
+                         [[11, 12, 13], [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]])
+
+
+@pytest.mark.parametrize("style,score,window", list(itertools.product(STYLES, SCORES, WINDOWS)))
+def test_incremental_equals_teacher_forcing_and_weights_are_valid(style, score, window):
+    torch.manual_seed(0)
+    model = rnn_model(style, score, window).eval()
+    b = _batch()
+    full, _ = model.decoder(b.tgt_in, model.init_state(model.encode(b.src_tokens, b.src_lengths, b.src_mask)),
+                            need_attn=True)
+    state = model.init_state(model.encode(b.src_tokens, b.src_lengths, b.src_mask))
+    logits, attns, centres = [], [], []
+    for t in range(b.tgt_in.size(1)):
+        out, state = model.decoder(b.tgt_in[:, t : t + 1], state, need_attn=True, incremental=True)
+        logits.append(out.logits)
+        attns.append(out.attn)
+        centres.append(out.extra.get("positions"))
+    torch.testing.assert_close(torch.cat(logits, 1), full.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cat(attns, 2), full.attn, rtol=1e-4, atol=1e-5)
+    attn = full.attn  # (B,1,T,S)
+    assert attn.shape == (2, 1, b.tgt_in.size(1), b.src_tokens.size(1))
+    assert attn[1, :, :, int(b.src_lengths[1]):].abs().max() == 0  # padding gets exactly zero
+    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:-1]))
+    if window != "global":
+        p = full.extra["positions"]  # (B,T)
+        torch.testing.assert_close(torch.cat(centres, 1), p, rtol=1e-4, atol=1e-5)
+        s = torch.arange(attn.size(-1)).float()
+        outside = (s[None, None, :] - p[..., None]).abs() > D
+        assert attn[:, 0][outside].abs().max() == 0  # nothing outside [p_t - D, p_t + D]
+        if window == "local_m":
+            expected = torch.minimum(torch.arange(p.size(1)).float()[None], b.src_lengths[:, None].float() - 1)
+            torch.testing.assert_close(p, expected)
+
+
+@pytest.mark.parametrize("style,rnn_type,input_feeding", [("bahdanau", "lstm", False), ("luong", "lstm", True),
+                                                          ("luong", "gru", False)])
+def test_lstm_and_no_input_feeding_keep_the_contract(style, rnn_type, input_feeding):
+    torch.manual_seed(0)
+    model = rnn_model(style, "general", "local_p", rnn_type, input_feeding).eval()
+    b = _batch()
+    enc = model.encode(b.src_tokens, b.src_lengths, b.src_mask)
+    full, _ = model.decoder(b.tgt_in, model.init_state(enc), need_attn=True)
+    state, logits = model.init_state(enc), []
+    for t in range(b.tgt_in.size(1)):
+        out, state = model.decoder(b.tgt_in[:, t : t + 1], state, incremental=True)
+        logits.append(out.logits)
+    torch.testing.assert_close(torch.cat(logits, 1), full.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_ignores_padding():
+    torch.manual_seed(0)
+    model = rnn_model().eval()
+    alone = Batch.collate([[9, 10]])
+    padded = Batch.collate([[9, 10], [5, 6, 7, 8, 9, 10, 11, 12]])
+    a = model.encode(alone.src_tokens, alone.src_lengths, alone.src_mask)
+    p = model.encode(padded.src_tokens, padded.src_lengths, padded.src_mask)
+    torch.testing.assert_close(p.encoder_out[0, :3], a.encoder_out[0])
+    assert p.encoder_out[0, 3:].abs().max() == 0
+    torch.testing.assert_close(p.extra["backward_first"][0], a.extra["backward_first"][0])
+
+
+@pytest.mark.parametrize("style,score,window", [("bahdanau", "additive", "local_p"), ("luong", "general", "local_p"),
+                                                ("luong", "cosine", "global"), ("bahdanau", "location", "local_m")])
+def test_gradients_reach_every_parameter(style, score, window):
+    torch.manual_seed(0)
+    model = rnn_model(style, score, window)
+    b = _batch()
+    out = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in)
+    out.logits.log_softmax(-1).gather(-1, b.tgt_out[..., None]).sum().neg().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+    if window == "local_p":
+        names = dict(model.named_parameters())
+        assert names["decoder.attention.pos_v.weight"].grad.abs().sum() > 0
+
+
+def test_invalid_combinations_fail_clearly():
+    with pytest.raises(ValueError, match="equal query and key sizes"):
+        RNNAttention(24, 32, score="dot")
+    with pytest.raises(ValueError, match="window"):
+        rnn_model(window="sideways")
+    with pytest.raises(ValueError, match="style"):
+        rnn_model(style="vaswani")
+    with pytest.raises(ValueError, match="rnn_type"):
+        rnn_model(rnn_type="elman")
+    with pytest.raises(ValueError, match="even"):
+        build_model(ModelConfig(arch="rnn", hidden_size=25), 50, 50)
+
+
+SOURCES = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31, 32, 33]]
+
+
+@pytest.mark.parametrize("style,window", [("bahdanau", "global"), ("luong", "local_p"), ("luong", "local_m")])
+def test_rnn_beam_batch_equals_single_and_beam1_equals_greedy(style, window):
+    torch.manual_seed(1)
+    model = rnn_model(style, "general", window).eval()
+    together = beam_search(model, Batch.collate(SOURCES), beam_size=3, nbest=2)
+    for src, hyps in zip(SOURCES, together):
+        alone = beam_search(model, Batch.collate([src]), beam_size=3, nbest=2)[0]
+        assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+        for h, a in zip(hyps, alone):
+            assert h.score == pytest.approx(a.score, abs=1e-4)
+            torch.testing.assert_close(h.alignment, a.alignment, rtol=1e-4, atol=1e-5)
+    beam1 = beam_search(model, Batch.collate(SOURCES), beam_size=1, length_penalty=0.0)
+    greedy = greedy_search(model, Batch.collate(SOURCES))
+    assert [h[0].tokens for h in beam1] == [h[0].tokens for h in greedy]
