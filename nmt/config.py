@@ -160,6 +160,7 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads (0 = torch default)
     device: str = "cpu"  # cpu | cuda | auto
     eval_test: bool = True  # decode the test split with beam search at the end
+    tune_length_penalty: list[float] = field(default_factory=list)  # GNMT alphas tried on dev at the end
     num_samples: int = 3  # fixed dev sentences shown in TensorBoard
     progress_bar: Optional[bool] = None  # None = only on a terminal
 

@@ -99,7 +99,9 @@ class Trainer:
         stop_reason = None
         while stop_reason is None and self.progress.epoch <= tc.max_epochs:
             stop_reason = self._train_epoch(start)
-            if stop_reason is None and tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
+            if stop_reason is not None:  # stopped inside the epoch
+                break
+            if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
                 stop_reason = self._validate_and_save()
             self.progress.epoch += 1
         if stop_reason is None:
@@ -220,11 +222,12 @@ class Trainer:
             ntokens += batch.ntokens
         return {"loss": loss_sum / ntokens, "nll": nll_sum / ntokens, "ppl": math.exp(min(50.0, nll_sum / ntokens))}
 
-    def decode(self, sources: list[str]) -> list[str]:
-        """Translate with the configured search; returns detokenised best hypotheses."""
+    def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
+        """Translate with the configured search (``length_penalty`` overrides it); returns
+        detokenised best hypotheses."""
         sc = self.cfg.search
-        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size,
-                               length_penalty=sc.length_penalty, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
+        alpha = sc.length_penalty if length_penalty is None else length_penalty
+        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size, length_penalty=alpha, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
                                batch_size=sc.batch_size, need_attn=False, device=self.device)
         return self.data.tokenizer.decode_tgt([h[0].tokens for h in hyps])
 
@@ -291,11 +294,12 @@ class Trainer:
         st_load(self.model, str(best / "model.safetensors"))
         if cfg.train.average_last > 1:
             chosen = self._try_average(best) or chosen
-        results = {"stop_reason": stop_reason, "steps": p.step, "epochs": p.epoch - 1,
+        dev_alpha = self._tune_length_penalty(self.ckpt_dir / chosen) if cfg.train.tune_length_penalty else None
+        results = {"stop_reason": stop_reason, "steps": p.step, "epochs_completed": p.epoch - 1,
                    "train_minutes": round(p.train_seconds / 60, 2), "num_params": self.num_params,
                    "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
                    "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-                   "search": asdict(cfg.search), "history": p.history}
+                   "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha, "history": p.history}
         test = self.data.test
         if cfg.train.eval_test and test is not None:
             t0 = time.monotonic()
@@ -309,6 +313,21 @@ class Trainer:
                      results["test"]["chrf"])
         atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         return results
+
+    def _tune_length_penalty(self, ckpt: Path) -> dict:
+        """Choose ``search.length_penalty`` on the dev set (never on test) among
+        ``train.tune_length_penalty``; the choice is written into ``ckpt``'s config so that
+        translation uses it. Returns ``{alpha: dev BLEU}``."""
+        from nmt.config import config_to_yaml
+
+        valid = self.data.valid
+        scores = {a: score_corpus(self.decode(valid.src, length_penalty=a), valid.tgt)["bleu"]
+                  for a in self.cfg.train.tune_length_penalty}
+        best = max(scores, key=lambda a: (scores[a], -abs(a - self.cfg.search.length_penalty)))
+        log.info("length penalty on dev: %s -> %.2f", " ".join(f"{a:g}:{b:.2f}" for a, b in scores.items()), best)
+        self.cfg.search.length_penalty = best
+        atomic_write_text(ckpt / "config.yaml", config_to_yaml(self.cfg))
+        return {str(a): b for a, b in scores.items()}
 
     def _try_average(self, best: Path) -> Optional[str]:
         """Average the last N checkpoints; keep the average only if its dev BLEU beats the best."""
