@@ -132,7 +132,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     weight_decay: float = 1e-4
-    scheduler: str = "inverse_sqrt"  # inverse_sqrt | constant | noam
+    scheduler: str = "inverse_sqrt"  # inverse_sqrt | constant | noam | cosine | linear (decay over train.max_steps)
     warmup_steps: int = 1000
     warmup_init_lr: float = 1e-7
     min_lr: float = 0.0

@@ -42,6 +42,21 @@ def test_inverse_sqrt_schedule():
         lr_lambda("cosine-ish", 1e-3, 10, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_decaying_schedules_anneal_to_min_lr_at_max_steps(kind):
+    f = lr_lambda(kind, lr=1e-3, warmup_steps=100, warmup_init_lr=0.0, min_lr=1e-5, total_steps=1100)
+    assert f(50) == pytest.approx(0.5)
+    assert f(100) == pytest.approx(1.0)
+    assert f(600) == pytest.approx(0.01 + 0.99 * 0.5)  # half way: both shapes give the midpoint
+    assert f(1100) == pytest.approx(0.01) and f(5000) == pytest.approx(0.01)
+    quarter = f(350)
+    assert quarter == pytest.approx(0.01 + 0.99 * (0.75 if kind == "linear" else 0.5 * (1 + 2 ** -0.5)))
+    values = [f(s) for s in range(100, 1200)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError, match="max_steps"):
+        lr_lambda(kind, 1e-3, 100, 0.0, 0.0, total_steps=0)
+
+
 def test_noam_schedule_peaks_at_warmup():
     f = lr_lambda("noam", lr=1.0, warmup_steps=100, warmup_init_lr=0.0, min_lr=0.0, d_model=512)
     values = [f(s) for s in range(1, 400)]

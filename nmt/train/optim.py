@@ -29,7 +29,7 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, betas: tuple[fl
 
 
 def lr_lambda(scheduler: str, lr: float, warmup_steps: int, warmup_init_lr: float, min_lr: float,
-              d_model: int = 512) -> Callable[[int], float]:
+              d_model: int = 512, total_steps: int = 0) -> Callable[[int], float]:
     """Multiplier of the peak ``lr`` at update ``step`` (0-based, as ``LambdaLR`` counts).
 
     * ``inverse_sqrt``: linear warmup from ``warmup_init_lr`` to ``lr`` over ``warmup_steps``,
@@ -37,9 +37,17 @@ def lr_lambda(scheduler: str, lr: float, warmup_steps: int, warmup_init_lr: floa
     * ``noam``: ``d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`` scaled by ``lr``
       (Vaswani et al. 2017 eq. 3).
     * ``constant``: linear warmup, then ``lr``.
+    * ``cosine``: linear warmup, then half a cosine from ``lr`` down to ``min_lr`` at
+      ``total_steps`` (Loshchilov & Hutter 2017, without restarts).
+    * ``linear``: linear warmup, then a straight line from ``lr`` down to ``min_lr`` at
+      ``total_steps``.
+
+    The decaying schedules anneal over a fixed number of updates (``train.max_steps``), which
+    is what a fixed compute budget wants; ``inverse_sqrt`` never anneals.
 
     Raises:
-        ValueError: for an unknown schedule.
+        ValueError: for an unknown schedule, or ``cosine``/``linear`` without
+            ``total_steps > warmup_steps``.
     """
     warmup = max(1, warmup_steps)
 
@@ -52,7 +60,22 @@ def lr_lambda(scheduler: str, lr: float, warmup_steps: int, warmup_init_lr: floa
         return lambda s: warm(s) if s < warmup else 1.0
     if scheduler == "noam":
         return lambda s: d_model ** -0.5 * min(max(s, 1) ** -0.5, max(s, 1) * warmup ** -1.5)
-    raise ValueError(f"unknown optim.scheduler {scheduler!r}; expected inverse_sqrt, constant or noam")
+    if scheduler in ("cosine", "linear"):
+        if total_steps <= warmup:
+            raise ValueError(f"optim.scheduler={scheduler} decays over train.max_steps, which must be larger "
+                             f"than optim.warmup_steps={warmup_steps} (got max_steps={total_steps})")
+        floor = min_lr / lr
+
+        def decay(s: int) -> float:
+            if s < warmup:
+                return warm(s)
+            progress = min(1.0, (s - warmup) / (total_steps - warmup))
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1.0 - progress
+            return floor + (1.0 - floor) * shape
+
+        return decay
+    raise ValueError(f"unknown optim.scheduler {scheduler!r}; expected inverse_sqrt, constant, noam, "
+                     "cosine or linear")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:

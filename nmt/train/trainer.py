@@ -78,7 +78,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, oc.optimizer, oc.lr, oc.betas, oc.eps, oc.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, scheduler=oc.scheduler, lr=oc.lr,
                                          warmup_steps=oc.warmup_steps, warmup_init_lr=oc.warmup_init_lr,
-                                         min_lr=oc.min_lr, d_model=cfg.model.d_model)
+                                         min_lr=oc.min_lr, d_model=cfg.model.d_model,
+                                         total_steps=tc.max_steps)
         self.sampler = BucketingSampler(data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens,
                                         shuffle=True, seed=tc.seed)
         self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
