@@ -140,6 +140,18 @@ class OptimConfig:
 
 
 @dataclass
+class AttentionPlotConfig:
+    """Alignment figures and attention statistics logged to TensorBoard at validation."""
+
+    sentences: int = 4  # the first N dev sentences: alignment figures at every validation (0 = no figures)
+    layer_sentences: int = 1  # of those, the first N also get every layer's head grids (Transformer)
+    every: int = 1  # plot at every N-th validation (the statistics are logged every time)
+    all_layers: bool = True  # Transformer: every layer's head grid, self- and cross-attention
+    words: bool = True  # also the word-level matrix (subword pieces merged)
+    stats_sentences: int = 256  # dev pairs, teacher-forced with the reference, for entropy/coverage (0 = off)
+
+
+@dataclass
 class TrainConfig:
     """Training loop."""
 
@@ -162,6 +174,7 @@ class TrainConfig:
     eval_test: bool = True  # decode the test split with beam search at the end
     tune_length_penalty: list[float] = field(default_factory=list)  # GNMT alphas tried on dev at the end
     num_samples: int = 3  # fixed dev sentences shown in TensorBoard
+    attention: AttentionPlotConfig = field(default_factory=AttentionPlotConfig)
     progress_bar: Optional[bool] = None  # None = only on a terminal
 
 
@@ -190,6 +203,17 @@ class Config:
 
 
 @dataclass
+class AttentionOutputConfig:
+    """Alignment figures of ``nmt-translate`` for the user's own sentences."""
+
+    logdir: Optional[str] = None  # TensorBoard log directory to write the figures into
+    png_dir: Optional[str] = None  # directory for one PNG file per figure
+    ascii: bool = False  # print a character heatmap per sentence on stderr
+    words: bool = True  # also the word-level matrix (subword pieces merged)
+    all_layers: bool = True  # Transformer: every layer's head grid, self- and cross-attention
+
+
+@dataclass
 class TranslateConfig:
     """``nmt-translate`` options (key=value on the command line)."""
 
@@ -201,6 +225,27 @@ class TranslateConfig:
     batch_size: int = 64
     nbest: int = 1
     scores: bool = False  # print the score (tab-separated) before each hypothesis
+    print_alignment: bool = False  # append a tab and Pharaoh word links (src-tgt, 0-based) to each line
+    alignment_shift: bool = False  # links from the step where the word is the decoder input (shift-att)
+    attention: AttentionOutputConfig = field(default_factory=AttentionOutputConfig)
+    device: str = "cpu"
+    num_threads: int = 0
+
+
+@dataclass
+class AlignConfig:
+    """``nmt-align`` options: forced alignment of given translations (and AER against gold)."""
+
+    ckpt: str = MISSING
+    src: str = MISSING  # source sentences, one per line
+    tgt: str = MISSING  # their translations, line by line (teacher-forced)
+    output: Optional[str] = None  # Pharaoh lines; default: stdout
+    gold: Optional[str] = None  # gold links (i-j sure, i?j / ipj / i-j-P possible) -> AER, precision, recall
+    gold_reversed: bool = False  # gold links are target-source (e.g. a de-en gold file with an en->de model)
+    layer: Optional[int] = None  # decoder layer (default: the model's alignment layer)
+    head: str = "average"  # average | best (lowest AER on gold, over heads of every layer or of layer) | index
+    shift: bool = False  # read token t from the step where it is the decoder input (Chen et al. 2020)
+    batch_size: int = 32
     device: str = "cpu"
     num_threads: int = 0
 

@@ -96,3 +96,65 @@ def test_evaluate_prints_bleu_with_signatures(trained_run, tmp_path):
     result = json.loads(proc.stdout.strip().split("\n")[-1])
     assert result["sentences"] == 1000  # the whole split: evaluation never uses the debug slice
     assert len(out.read_text().split("\n")) == 1001
+
+
+def _links(text):
+    return [tuple(map(int, link.split("-"))) for link in text.split()]
+
+
+def test_translate_prints_alignments_and_writes_attention_figures(trained_run, tmp_path):
+    run_dir, env, _ = trained_run
+    png, logdir = tmp_path / "png", tmp_path / "tb"
+    sources = ["A man is walking.", "Two dogs play in the tall grass."]
+    proc = _run([_script("nmt-translate"), f"ckpt={run_dir}", "beam_size=2", "print_alignment=true",
+                 f"attention.png_dir={png}", f"attention.logdir={logdir}", "attention.ascii=true"], env,
+                stdin="\n".join(sources) + "\n", cwd=tmp_path)
+    lines = proc.stdout.split("\n")
+    assert len(lines) == 3 and lines[2] == ""
+    for src, line in zip(sources, lines):
+        text, links = line.split("\t")
+        targets = [j for _, j in _links(links)]
+        assert len(targets) == len(set(targets))  # each target word links to one source word
+        assert all(0 <= i < len(src.split()) and 0 <= j < len(text.split()) for i, j in _links(links))
+    names = {p.name for p in png.glob("*.png")}
+    for k in (1, 2):
+        for fig in ("alignment", "alignment_words", "cross_layer0", "encoder_self_layer0", "decoder_self_layer0"):
+            assert f"sentence{k}_{fig}.png" in names
+    assert list(logdir.glob("events.out.tfevents.*"))
+    # the character heatmaps: one row per target word (+ </s>), each row's weights visible
+    for k, line in zip((1, 2), lines):
+        block = proc.stderr.split(f"sentence{k}:\n")[1].split("\n\n")[0].split("\n")
+        rows = [r for r in block if r[:12].strip()]  # rows carry a target label; header rows do not
+        assert len(rows) == len(line.split("\t")[0].split()) + 1
+        assert all(r[13:].strip() for r in rows)
+
+
+def test_align_writes_pharaoh_and_scores_against_the_hand_made_gold_set(trained_run, tmp_path):
+    run_dir, env, _ = trained_run
+    data = Path(env["NMT_DATA_DIR"]) / "multi30k"
+    gold = ROOT / "tests" / "data" / "align" / "multi30k_valid_1-50.de-en.wa"
+    en, de = tmp_path / "valid50.en", tmp_path / "valid50.de"
+    for lang, path in (("en", en), ("de", de)):
+        path.write_text("".join((data / f"valid.{lang}").read_text().splitlines(keepends=True)[:50]))
+    out = tmp_path / "align.wa"
+    # the debug model translates English to German; the gold links are German-English
+    proc = _run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", f"gold={gold}",
+                 "gold_reversed=true", f"output={out}"], env, cwd=tmp_path)
+    lines = out.read_text().split("\n")
+    assert len(lines) == 51 and lines[50] == ""
+    en_lines, de_lines = en.read_text().splitlines(), de.read_text().splitlines()
+    for links, s, t in zip(lines, en_lines, de_lines):
+        assert all(0 <= i < len(s.split()) and 0 <= j < len(t.split()) for i, j in _links(links))
+    average = json.loads(proc.stderr.strip().split("\n")[-1])
+    assert 0.0 <= average["aer"] <= 1.0 and average["head"] is None and average["sentences"] == 50
+    best = _run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", f"gold={gold}",
+                 "gold_reversed=true", "head=best"], env, cwd=tmp_path)
+    chosen = json.loads(best.stderr.strip().split("\n")[-1])
+    assert isinstance(chosen["head"], int) and "best of" in best.stderr
+    assert len(best.stdout.split("\n")) == 51
+    bad = subprocess.run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", f"gold={en}"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "valid50.en line 1" in bad.stderr and "not an alignment link" in bad.stderr
+    nogold = subprocess.run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", "head=best"],
+                            capture_output=True, text=True, env=env)
+    assert nogold.returncode != 0 and "head=best needs gold" in nogold.stderr

@@ -6,6 +6,8 @@ import random
 
 import torch
 
+from nmt.alignment import alignment_error_rate
+from nmt.attention_maps import word_alignment
 from nmt.config import ModelConfig
 from nmt.data.batch import Batch
 from nmt.models import build_model
@@ -58,3 +60,17 @@ def test_transformer_learns_to_reverse_with_anti_diagonal_attention():
         hits += int((peaks == torch.arange(n - 1, -1, -1)).sum())
         total += n
     assert hits / total > 0.9, hits / total
+    # the extracted hard word alignment is the anti-diagonal: AER against it below 0.1
+    assert reverse_task_aer(src, greedy) < 0.1
+
+
+def reverse_task_aer(src, hyps) -> float:
+    """AER of the search's hard alignments against the mirrored-position gold (every symbol a word)."""
+    predicted, gold = [], []
+    for s, h in zip(src, hyps):
+        pieces = [f"\u2581s{k}" for k in s] + ["</s>"]
+        out = [f"\u2581s{k}" for k in h[0].tokens] + ["</s>"]
+        predicted.append(set(word_alignment(h[0].alignment, out, pieces)))
+        sure = {(len(s) - 1 - j, j) for j in range(min(len(s), len(h[0].tokens)))}
+        gold.append((sure, sure))
+    return alignment_error_rate(predicted, gold).aer

@@ -13,6 +13,7 @@ from nmt.models import build_model
 from nmt.search import greedy_search
 from nmt.train.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer
+from test_learning import reverse_task_aer
 
 SYMBOLS = list(range(4, 20))
 
@@ -56,3 +57,4 @@ def test_rnn_learns_to_reverse_with_anti_diagonal_attention(style, score, window
             j = n - 1 - i
             mass.append(float(row[max(0, j - 1) : j + 2].sum()))
     assert sum(mass) / len(mass) > 0.8, sum(mass) / len(mass)
+    assert reverse_task_aer(src, hyps) < 0.1

@@ -183,6 +183,14 @@ def _trainer(tmp_path, **train_overrides):
 
         encode_tgt = encode_src
 
+        def decode_tgt(self, ids):
+            return [" ".join(str(i - 4) for i in seq) for seq in ids]
+
+        def src_pieces(self, ids):
+            return [f"\u2581{i}" for i in ids]
+
+        tgt_pieces = src_pieces
+
     cfg = Config(model=ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1,
                                    dropout=0.0, attention_dropout=0.0, activation_dropout=0.0),
                  train=TrainConfig(**train_overrides))
@@ -206,3 +214,49 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     assert acc_stats["loss"] == pytest.approx(big_stats["loss"], rel=1e-5)
     for (name, p), q in zip(acc.model.named_parameters(), big.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _event_tags(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+def test_validation_logs_alignment_figures_and_attention_statistics(tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.train()
+    tags = _event_tags(tmp_path / "tensorboard")
+    for fig in ("alignment", "alignment_words", "cross_layer0", "encoder_self_layer0", "decoder_self_layer0"):
+        assert f"attention/dev0/{fig}" in tags["images"], fig
+    for scalar in ("entropy/cross_layer0", "entropy/encoder_self_layer0", "entropy/decoder_self_layer0",
+                   "coverage_deviation", "plot_seconds"):
+        assert f"attention/{scalar}" in tags["scalars"], scalar
+    # scripts/export_figures.py copies them out as PNG files (what the README shows)
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_figures.py"
+    spec = importlib.util.spec_from_file_location("export_figures", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = module.export(tmp_path / "tensorboard", tmp_path / "png", ["attention/dev0/alignment"], None)
+    assert {r["tag"] for r in records} == {"attention/dev0/alignment", "attention/dev0/alignment_words"}
+    for r in records:
+        assert Path(r["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_plotting_failure_never_stops_training(tmp_path, monkeypatch, caplog):
+    import nmt.viz
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib exploded")
+
+    monkeypatch.setattr(nmt.viz, "alignment_figures", broken)
+    trainer = _trainer(tmp_path, max_epochs=2)
+    with caplog.at_level("WARNING", logger="nmt.train"):
+        results = trainer.train()
+    assert results["epochs_completed"] == 2 and len(results["history"]) == 2
+    assert "attention figures/statistics failed" in caplog.text and "matplotlib exploded" in caplog.text
+    assert "attention/plot_seconds" in _event_tags(tmp_path / "tensorboard")["scalars"]

@@ -3,7 +3,13 @@
 Sentences come from the arguments (words without ``=``, or everything after ``--``), from
 ``input=FILE``, or from stdin, one per line; exactly one output line per input line in input
 order (an n-best block with ``nbest>1``). Needs only the checkpoint, and imports neither
-Hydra, datasets, TensorBoard nor matplotlib.
+Hydra, datasets, TensorBoard nor matplotlib unless figures are asked for.
+
+Alignments: ``print_alignment=true`` appends a tab and the hard word alignment in Pharaoh
+format (``i-j``: source word i, target word j, 0-based, words = whitespace tokens) to each
+output line; ``attention.logdir=DIR`` (TensorBoard), ``attention.png_dir=DIR`` (PNG files)
+and ``attention.ascii=true`` (character heatmaps on stderr) show the attention of the
+translations the search produced, every layer and head.
 """
 from __future__ import annotations
 
@@ -47,19 +53,56 @@ def read_input(path: Optional[str], sentences: list[str]) -> list[str]:
     return out
 
 
-def format_output(hyps_per_line, tokenizer, nbest: int, scores: bool) -> list[str]:
+def format_output(hyps_per_line, tokenizer, nbest: int, scores: bool,
+                  alignments: Optional[list[list[str]]] = None) -> list[str]:
     """One line per input (``score<TAB>text`` with scores), or Moses-style n-best blocks
-    ``index ||| text ||| score``."""
+    ``index ||| text ||| score``; with ``alignments`` (Pharaoh strings per hypothesis) a tab
+    and the links follow the text (n-best: a fourth ``|||`` field)."""
     out = []
     for i, hyps in enumerate(hyps_per_line):
         texts = tokenizer.decode_tgt([h.tokens for h in hyps])
+        links = alignments[i] if alignments is not None else None
         if nbest > 1:
-            out += [f"{i} ||| {t} ||| {h.score:.4f}" for t, h in zip(texts, hyps)]
-        elif scores:
-            out.append(f"{hyps[0].score:.4f}\t{texts[0]}")
-        else:
-            out.append(texts[0])
+            out += [f"{i} ||| {t} ||| {h.score:.4f}" + (f" ||| {links[k]}" if links is not None else "")
+                    for k, (t, h) in enumerate(zip(texts, hyps))]
+            continue
+        line = f"{hyps[0].score:.4f}\t{texts[0]}" if scores else texts[0]
+        out.append(line + (f"\t{links[0]}" if links is not None else ""))
     return out
+
+
+def pharaoh_links(hyps_per_line, src_ids, tokenizer, shift: bool) -> list[list[str]]:
+    """Pharaoh word links of every hypothesis from the alignment the search carried."""
+    from nmt.alignment import format_pharaoh
+    from nmt.attention_maps import EOS_PIECE, word_alignment
+
+    out = []
+    for hyps, src in zip(hyps_per_line, src_ids):
+        links = []
+        for h in hyps:
+            if h.alignment is None:  # empty input
+                links.append("")
+                continue
+            src_pieces = tokenizer.src_pieces(src[: h.alignment.size(1) - 1]) + [EOS_PIECE]
+            tgt_pieces = tokenizer.tgt_pieces(h.tokens) + [EOS_PIECE]
+            links.append(format_pharaoh(word_alignment(h.alignment, tgt_pieces, src_pieces, shift=shift)))
+        out.append(links)
+    return out
+
+
+def write_figures(cfg, model, tokenizer, src_ids, hyps_per_line, max_src_len: int) -> None:
+    """The figures asked for by ``attention.*`` for every non-empty input line."""
+    from nmt.attention_maps import collect_attention
+    from nmt.viz import write_attention
+
+    ac = cfg.attention
+    rows = [i for i, s in enumerate(src_ids) if s]
+    maps = collect_attention(model, tokenizer, [src_ids[i][:max_src_len] for i in rows],
+                             [hyps_per_line[i][0].tokens for i in rows], batch_size=cfg.batch_size)
+    n = write_attention(maps, [f"sentence{i + 1}" for i in rows], logdir=ac.logdir, png_dir=ac.png_dir,
+                        ascii_stream=sys.stderr if ac.ascii else None, words=ac.words, all_layers=ac.all_layers)
+    if n:
+        log.info("wrote %d attention figures to %s", n, " and ".join(p for p in (ac.logdir, ac.png_dir) if p))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -78,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     import torch
 
-    from nmt.evaluate import translate_texts
+    from nmt.evaluate import translate_ids
     from nmt.io import atomic_write_text
     from nmt.train.checkpoint import CheckpointError, load_model
 
@@ -93,12 +136,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     for n, line in enumerate(lines, 1):
         if not line:
             log.warning("input line %d is empty; its output line is empty", n)
-    hyps = translate_texts(loaded.model, loaded.tokenizer, lines, beam_size=max(beam, cfg.nbest),
-                           length_penalty=sc.length_penalty if cfg.length_penalty is None else cfg.length_penalty,
-                           max_len_a=sc.max_len_a, max_len_b=sc.max_len_b, nbest=cfg.nbest,
-                           batch_size=cfg.batch_size, max_src_len=loaded.config.model.max_positions - 1,
-                           device=cfg.device)
-    out = format_output(hyps, loaded.tokenizer, cfg.nbest, cfg.scores)
+    src_ids = loaded.tokenizer.encode_src(lines)
+    max_src_len = loaded.config.model.max_positions - 1
+    hyps = translate_ids(loaded.model, src_ids, beam_size=max(beam, cfg.nbest),
+                         length_penalty=sc.length_penalty if cfg.length_penalty is None else cfg.length_penalty,
+                         max_len_a=sc.max_len_a, max_len_b=sc.max_len_b, nbest=cfg.nbest,
+                         batch_size=cfg.batch_size, max_src_len=max_src_len, need_attn=cfg.print_alignment,
+                         device=cfg.device)
+    links = pharaoh_links(hyps, src_ids, loaded.tokenizer, cfg.alignment_shift) if cfg.print_alignment else None
+    out = format_output(hyps, loaded.tokenizer, cfg.nbest, cfg.scores, links)
+    if cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii:
+        write_figures(cfg, loaded.model, loaded.tokenizer, src_ids, hyps, max_src_len)
     text = "".join(line + "\n" for line in out)
     if cfg.output:
         atomic_write_text(cfg.output, text)

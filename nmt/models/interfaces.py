@@ -62,9 +62,12 @@ class DecoderOutput:
 
 
 class Encoder(nn.Module):
-    """Contract: ``forward(src_tokens (B,S), src_lengths (B,), src_mask (B,S)) -> EncoderOutput``."""
+    """Contract: ``forward(src_tokens (B,S), src_lengths (B,), src_mask (B,S), need_weights=False)
+    -> EncoderOutput``; with ``need_weights`` an encoder that has self-attention puts each
+    layer's weights ``(B,H,S,S)`` in ``extra['self_attn.<i>']``."""
 
-    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor) -> EncoderOutput:  # pragma: no cover
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor,
+                need_weights: bool = False) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -72,16 +75,19 @@ class Decoder(nn.Module):
     """Contract shared by every decoder so one search and one trainer serve them all.
 
     * ``init_state(enc) -> DecoderState``: project the encoder memory once per sentence.
-    * ``forward(tgt_in (B,T), state, need_attn=False) -> (DecoderOutput, DecoderState)``:
-      consumes ``T`` target tokens starting at position ``state.step``. Training passes the
-      whole ``tgt_in`` at once (teacher forcing); decoding passes one token at a time. Both
-      must give the same logits and attention (the incremental-equals-full test).
+    * ``forward(tgt_in (B,T), state, need_attn=False, incremental=False, all_attn=False)
+      -> (DecoderOutput, DecoderState)``: consumes ``T`` target tokens starting at position
+      ``state.step``. Training passes the whole ``tgt_in`` at once (teacher forcing); decoding
+      passes one token at a time with ``incremental=True``. Both must give the same logits and
+      attention (the incremental-equals-full test). ``all_attn`` puts every layer's
+      cross-attention ``(B,H,T,S)`` in ``extra['cross_attn.<i>']`` (and self-attention
+      ``(B,H,T,T)`` in ``extra['self_attn.<i>']`` where the decoder has it).
     """
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:  # pragma: no cover
         """State before the first target token, with the encoder memory projected once."""
         raise NotImplementedError
 
-    def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False
-                ) -> tuple[DecoderOutput, DecoderState]:  # pragma: no cover
+    def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False, incremental: bool = False,
+                all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:  # pragma: no cover
         raise NotImplementedError

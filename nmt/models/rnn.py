@@ -47,7 +47,10 @@ class RNNEncoder(Encoder):
         self.rnn = _rnn_class(rnn_type)(embed.embedding_dim, hidden_size, num_layers, batch_first=True,
                                         bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
 
-    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor) -> EncoderOutput:
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor,
+                need_weights: bool = False) -> EncoderOutput:
+        """src_tokens ``(B,S)`` -> annotations ``(B,S,2·H/2)``; ``need_weights`` is accepted for the
+        encoder contract and ignored (a recurrent encoder has no self-attention)."""
         x = F.dropout(self.embed(src_tokens), self.dropout, self.training)
         packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)

@@ -29,6 +29,15 @@ class Monitor:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
 
+    def figure(self, tag: str, fig, step: int) -> None:
+        """A matplotlib figure in TensorBoard's Images tab under ``tag`` (the figure is closed)."""
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step, close=True)
+        else:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
     def flush(self) -> None:
         """Write pending events to disk."""
         if self.writer is not None:

@@ -15,12 +15,14 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from nmt.attention_maps import attention_statistics, collect_attention
 from nmt.config import Config
 from nmt.data.batch import Batch
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
 from nmt.evaluate import score_corpus, translate_texts
 from nmt.io import atomic_write_text
 from nmt.models import build_model, count_parameters
+from nmt.search import Hypothesis
 from nmt.train import checkpoint as ckpt_io
 from nmt.train.data import PreparedData
 from nmt.train.loss import label_smoothed_nll
@@ -223,14 +225,53 @@ class Trainer:
             ntokens += batch.ntokens
         return {"loss": loss_sum / ntokens, "nll": nll_sum / ntokens, "ppl": math.exp(min(50.0, nll_sum / ntokens))}
 
-    def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
-        """Translate with the configured search (``length_penalty`` overrides it); returns
-        detokenised best hypotheses."""
+    def decode_hypotheses(self, sources: list[str], length_penalty: Optional[float] = None) -> list[Hypothesis]:
+        """Translate with the configured search (``length_penalty`` overrides it); returns the
+        best hypothesis of each source."""
         sc = self.cfg.search
         alpha = sc.length_penalty if length_penalty is None else length_penalty
-        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size, length_penalty=alpha, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
+        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size,
+                               length_penalty=alpha, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
                                batch_size=sc.batch_size, need_attn=False, device=self.device)
-        return self.data.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        return [h[0] for h in hyps]
+
+    def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
+        """:meth:`decode_hypotheses`, detokenised."""
+        return self.data.tokenizer.decode_tgt([h.tokens for h in self.decode_hypotheses(sources, length_penalty)])
+
+    def log_attention(self, hyp_tokens: list[list[int]]) -> None:
+        """Attention statistics and alignment figures of the fixed dev sentences (TensorBoard).
+
+        ``hyp_tokens`` are the search's outputs for the first dev sentences; teacher-forcing
+        them reproduces the search's attention for every layer and head. Failures are logged
+        and never stop training; the time spent is logged as ``attention/plot_seconds``.
+        """
+        ac, step = self.cfg.train.attention, self.progress.step
+        t0 = time.monotonic()
+        values: dict[str, float] = {}
+        figures = 0
+        try:
+            ds = self.valid_ids
+            if ac.stats_sentences > 0:
+                k = min(ac.stats_sentences, len(ds))
+                values.update(attention_statistics(self.model, ds.src[:k], ds.tgt[:k]))
+            if ac.sentences > 0 and (len(self.progress.history) - 1) % max(1, ac.every) == 0:
+                from nmt.viz import alignment_figures
+
+                k = min(ac.sentences, len(hyp_tokens))
+                maps = collect_attention(self.model, self.data.tokenizer, ds.src[:k], hyp_tokens[:k])
+                for i, sentence_maps in enumerate(maps):
+                    figs = alignment_figures(sentence_maps, f"attention/dev{i}", words=ac.words,
+                                             all_layers=ac.all_layers and i < ac.layer_sentences)
+                    for tag, fig in figs.items():
+                        self.monitor.figure(tag, fig, step)
+                    figures += len(figs)
+        except Exception:  # plotting must never stop training
+            log.warning("attention figures/statistics failed at step %d; training continues", step, exc_info=True)
+        values["plot_seconds"] = time.monotonic() - t0
+        self.monitor.scalars(step, values, "attention")
+        if figures:
+            log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
 
     def _validate_and_save(self) -> Optional[str]:
         """Validate, checkpoint (latest/best), log; return a stop reason on early stopping."""
@@ -239,7 +280,8 @@ class Trainer:
         values = self.valid_loss()
         valid = self.data.valid
         n = tc.valid_max_sentences or len(valid.src)
-        hyps = self.decode(valid.src[:n])
+        best = self.decode_hypotheses(valid.src[:n])
+        hyps = self.data.tokenizer.decode_tgt([h.tokens for h in best])
         scores = score_corpus(hyps, valid.tgt[:n])
         values.update(bleu=scores["bleu"], chrf=scores["chrf"], bleu_lc=scores["bleu_lc"])
         improved = scores["bleu"] > p.best_bleu
@@ -252,6 +294,7 @@ class Trainer:
         self.monitor.scalars(p.step, {k: values[k] for k in ("loss", "ppl", "bleu", "chrf")}, "valid")
         k = min(tc.num_samples, n)
         self.monitor.text("valid/samples", samples_markdown(valid.src[:k], valid.tgt[:k], hyps[:k]), p.step)
+        self.log_attention([h.tokens for h in best[: tc.attention.sentences]])
         self.monitor.flush()
         log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
                  " (best)" if improved else "")
