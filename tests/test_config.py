@@ -69,3 +69,12 @@ def test_cli_parser_rejects_unknown_key():
     assert "beam" in str(err.value)
     cfg = parse_cli(TranslateConfig, ["ckpt=x", "beam_size=3"])
     assert cfg.beam_size == 3
+
+
+def test_translate_arguments_split_into_overrides_and_sentences():
+    from nmt.cli.translate import split_argv
+
+    opts, sents = split_argv(["ckpt=runs/x", "A man = a dog.", "beam_size=5", "x=1 holds", "+attention.ascii=true"])
+    assert opts == ["ckpt=runs/x", "beam_size=5", "+attention.ascii=true"]
+    assert sents == ["A man = a dog.", "x=1 holds"]  # sentences keep their order
+    assert split_argv(["ckpt=r", "--", "a=b"]) == (["ckpt=r"], ["a=b"])

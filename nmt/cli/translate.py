@@ -14,19 +14,28 @@ translations the search produced, every layer and head.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Optional
 
 log = logging.getLogger("nmt.translate")
 
 
+_OPTION = re.compile(r"^[+~]{0,2}[A-Za-z_][A-Za-z0-9_.]*=\S*$")
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``key=value`` options and positional sentences (all words after ``--`` are sentences)."""
+    """``key=value`` options and positional sentences, keeping the order of the sentences.
+
+    An argument is an option when it looks like a Hydra override (``beam_size=5``,
+    ``attention.png_dir=figs``: a dotted name, ``=``, no spaces); everything else, and every
+    argument after ``--``, is a sentence (``nmt-translate ckpt=R -- "x=1 is a formula"``).
+    """
     if "--" in argv:
         cut = argv.index("--")
         return argv[:cut], argv[cut + 1 :]
-    opts = [a for a in argv if "=" in a.split(" ")[0] and not a.startswith("-")]
-    return opts, [a for a in argv if a not in opts]
+    opts = [a for a in argv if _OPTION.match(a)]
+    return opts, [a for a in argv if not _OPTION.match(a)]
 
 
 def read_input(path: Optional[str], sentences: list[str]) -> list[str]:
