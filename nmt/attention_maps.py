@@ -67,9 +67,10 @@ def word_alignment(matrix: Tensor, tgt_pieces: Sequence[str], src_pieces: Sequen
         matrix: ``(T, S)`` rows = output steps (the last one emits ``</s>``), columns = source
             pieces and ``</s>``.
         shift: read target token t from row t + 1, the step where t is the decoder's *input*
-            (Chen et al. 2020 "shift-att"; better for Transformers, whose attention at the step
-            that emits a token often looks at the next source word). Without it, token t
-            uses row t, the step that emits it.
+            (Chen et al. 2020 "shift-att", who found it better in middle layers of models
+            whose attention at the emitting step already looks at the next source word).
+            Without it, token t uses row t, the step that emits it. Which one suits a model
+            is an empirical question: measure it with ``nmt-align gold=...``.
     Returns:
         ``(source word, target word)`` links, 0-based, sorted.
     """

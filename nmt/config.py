@@ -243,7 +243,7 @@ class AlignConfig:
     gold: Optional[str] = None  # gold links (i-j sure, i?j / ipj / i-j-P possible) -> AER, precision, recall
     gold_reversed: bool = False  # gold links are target-source (e.g. a de-en gold file with an en->de model)
     layer: Optional[int] = None  # decoder layer (default: the model's alignment layer)
-    head: str = "average"  # average | best (lowest AER on gold, over heads of every layer or of layer) | index
+    head: str = "average"  # average | best (lowest AER on gold over the heads and head averages of every layer, or of layer) | index
     shift: bool = False  # read token t from the step where it is the decoder input (Chen et al. 2020)
     batch_size: int = 32
     device: str = "cpu"

@@ -78,3 +78,26 @@ def test_translate_arguments_split_into_overrides_and_sentences():
     assert opts == ["ckpt=runs/x", "beam_size=5", "+attention.ascii=true"]
     assert sents == ["A man = a dog.", "x=1 holds"]  # sentences keep their order
     assert split_argv(["ckpt=r", "--", "a=b"]) == (["ckpt=r"], ["a=b"])
+
+
+def test_a_wheel_ships_the_hydra_configs(tmp_path):
+    """A non-editable install finds conf/ as nmt/conf (nmt.cli.train.conf_dir)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(CONF).parent
+    src = tmp_path / "src"
+    for name in ("nmt", "conf"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("nmt-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for yaml in Path(CONF).rglob("*.yaml"):
+        assert "nmt/conf/" + yaml.relative_to(CONF).as_posix() in names
+    assert "nmt/cli/train.py" in names and not any(n.startswith("conf/") for n in names)

@@ -2,8 +2,8 @@
 
 Teacher-forces each target line through the model, takes the cross-attention of one decoder
 layer (``layer``, default the model's alignment layer) averaged over heads, of one head
-(``head=K``) or of the head with the lowest AER on the gold set (``head=best``, searched over
-every layer unless ``layer`` is given), merges subword pieces into words (the whitespace
+(``head=K``) or of the head or head average with the lowest AER on the gold set (``head=best``,
+searched over every layer unless ``layer`` is given; an oracle choice, optimistic on that set), merges subword pieces into words (the whitespace
 tokens of each line), links each target word to its most attended source word, and writes one
 line of Pharaoh links (``i-j``, source word first, 0-based) per sentence pair.
 
@@ -52,7 +52,7 @@ def choose_heads(maps, layer: Optional[int], head: str, gold, shift: bool):
         raise SystemExit("error: head=best needs gold=FILE to choose the head")
     tried = {}
     for lay in layers:
-        for h in range(num_heads):
+        for h in [None, *range(num_heads)]:  # the layer's head average is a candidate too
             links = [set(word_alignment(m.alignment(lay, h), m.tgt_pieces, m.src_pieces, shift)) for m in maps]
             tried[(lay, h)] = alignment_error_rate(links, gold).aer
     best = min(tried, key=tried.get)
@@ -113,7 +113,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         scores = alignment_error_rate([set(x) for x in links], gold)
         what = f"layer {layer}, " + ("head average" if head is None else f"head {head}")
         if tried:
-            what += f" (best of {len(tried)} heads by AER)"
+            what += f" (best of {len(tried)} heads and head averages by AER)"
         sys.stderr.write(f"AER {scores.aer:.4f}  precision {scores.precision:.4f}  recall {scores.recall:.4f}  "
                          f"({scores.links} links, {scores.sure} sure, {scores.possible} possible; {what})\n")
         sys.stderr.write(json.dumps({"aer": round(scores.aer, 4), "precision": round(scores.precision, 4),

@@ -5,8 +5,24 @@ import logging
 import sys
 from pathlib import Path
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("nmt.train")
+
+
+def conf_dir() -> str:
+    """The Hydra config directory: the checkout's ``conf/`` (editable installs and a source
+    tree), else the copy installed with the package as ``nmt/conf`` (a wheel).
+
+    Raises:
+        FileNotFoundError: neither exists (a broken installation).
+    """
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / "config.yaml").is_file():
+        return str(checkout)
+    installed = Path(__file__).resolve().parents[1] / "conf"
+    if (installed / "config.yaml").is_file():
+        return str(installed)
+    raise FileNotFoundError(f"no Hydra configs: neither {checkout} nor {installed} has config.yaml; "
+                            "reinstall the package (pip install .) or run from a checkout")
 
 
 def run(cfg_node) -> dict:
@@ -37,7 +53,7 @@ def main() -> None:
     from nmt.config import register_configs
 
     register_configs()
-    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(run)()
+    hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(run)()
 
 
 if __name__ == "__main__":
