@@ -98,7 +98,8 @@ def _margins(fig, src_labels: Sequence[str], tgt_labels: Sequence[str], width: f
     char = 0.075  # inches per character at the label font sizes used here
     left = min(0.45, (0.3 + char * max((len(t) for t in tgt_labels), default=1)) / width)
     bottom = min(0.45, (0.3 + char * max((len(s) for s in src_labels), default=1)) / height)
-    fig.subplots_adjust(left=left, bottom=bottom, right=1 - 0.3 / width, top=1 - 0.55 / height)
+    # right: room for the colour bar's tick labels ("0.8" at 8 pt is about 0.25 in past the bar)
+    fig.subplots_adjust(left=left, bottom=bottom, right=1 - 0.65 / width, top=1 - 0.55 / height)
 
 
 def head_grid(weights: Tensor, src_labels: Sequence[str], tgt_labels: Sequence[str], title: str = ""):
