@@ -106,12 +106,24 @@ def collect_attention(model, tokenizer, src_ids: Sequence[Sequence[int]], tgt_id
     Raises:
         ValueError: when the two lists differ in length or a source is empty.
     """
+    maps: list[AttentionMaps] = []
+    for src, tgt, _, out in _teacher_forced(model, src_ids, tgt_ids, batch_size):
+        maps += _split(out.extra, src, tgt, tokenizer, model)
+    return maps
+
+
+def _teacher_forced(model, src_ids, tgt_ids, batch_size: int):
+    """Yield ``(src, tgt, batch, output)`` per batch of one eval-mode, every-attention pass;
+    the model's training mode is restored afterwards.
+
+    Raises:
+        ValueError: when the two lists differ in length or a source is empty.
+    """
     if len(src_ids) != len(tgt_ids):
         raise ValueError(f"{len(src_ids)} sources but {len(tgt_ids)} targets")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    maps: list[AttentionMaps] = []
     try:
         for start in range(0, len(src_ids), batch_size):
             src = [list(s) for s in src_ids[start : start + batch_size]]
@@ -119,11 +131,10 @@ def collect_attention(model, tokenizer, src_ids: Sequence[Sequence[int]], tgt_id
             if any(len(s) == 0 for s in src):
                 raise ValueError("cannot align an empty source sentence")
             batch = Batch.collate(src, tgt).to(device)
-            out = model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, all_attn=True)
-            maps += _split(out.extra, src, tgt, tokenizer, model)
+            yield src, tgt, batch, model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in,
+                                         all_attn=True)
     finally:
         model.train(was_training)
-    return maps
 
 
 @torch.no_grad()
@@ -137,9 +148,6 @@ def attention_statistics(model, src_ids: Sequence[Sequence[int]], tgt_ids: Seque
         "entropy/encoder_self_layer<i>", "coverage_deviation": float}`` in nats (entropy) and
         attention mass (coverage); self-attention keys only for models that have it.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums: dict[str, list[float]] = {}
 
     def add(key: str, pair: tuple[float, int]) -> None:
@@ -148,25 +156,18 @@ def attention_statistics(model, src_ids: Sequence[Sequence[int]], tgt_ids: Seque
         acc[1] += pair[1]
 
     layer = model_alignment_layer(model)
-    try:
-        for start in range(0, len(src_ids), batch_size):
-            src = [list(s) for s in src_ids[start : start + batch_size]]
-            tgt = [list(t) for t in tgt_ids[start : start + batch_size]]
-            batch = Batch.collate(src, tgt).to(device)
-            out = model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, all_attn=True)
-            tgt_mask = batch.tgt_mask
-            for key, w in out.extra.items():
-                kind, _, index = key.rpartition(".")
-                if kind == "cross_attn":
-                    add(f"entropy/cross_layer{index}", entropy_sum(w, tgt_mask))
-                    if int(index) == layer:
-                        add("coverage_deviation", coverage_deviation_sum(w, tgt_mask, batch.src_mask))
-                elif kind == "self_attn":
-                    add(f"entropy/decoder_self_layer{index}", entropy_sum(w, tgt_mask))
-                elif kind == "encoder.self_attn":
-                    add(f"entropy/encoder_self_layer{index}", entropy_sum(w, batch.src_mask))
-    finally:
-        model.train(was_training)
+    for _, _, batch, out in _teacher_forced(model, src_ids, tgt_ids, batch_size):
+        tgt_mask = batch.tgt_mask
+        for key, w in out.extra.items():
+            kind, _, index = key.rpartition(".")
+            if kind == "cross_attn":
+                add(f"entropy/cross_layer{index}", entropy_sum(w, tgt_mask))
+                if int(index) == layer:
+                    add("coverage_deviation", coverage_deviation_sum(w, tgt_mask, batch.src_mask))
+            elif kind == "self_attn":
+                add(f"entropy/decoder_self_layer{index}", entropy_sum(w, tgt_mask))
+            elif kind == "encoder.self_attn":
+                add(f"entropy/encoder_self_layer{index}", entropy_sum(w, batch.src_mask))
     return {k: total / count for k, (total, count) in sorted(sums.items()) if count}
 
 
