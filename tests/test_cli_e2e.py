@@ -46,6 +46,7 @@ def test_train_writes_checkpoints_results_and_tensorboard(trained_run):
     run_dir, _, proc = trained_run
     results = json.loads((run_dir / "results.json").read_text())
     assert results["steps"] > 0 and results["test"]["split"] == "test2016"
+    assert results["tgt_tokens_per_s"] > 0 and results["src_tokens_per_s"] > 0
     assert results["test"]["bleu_signature"].startswith("nrefs:1|case:mixed")
     index = json.loads((run_dir / "checkpoints" / "checkpoints.json").read_text())
     best = run_dir / "checkpoints" / index["best"]

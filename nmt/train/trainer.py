@@ -49,6 +49,8 @@ class Progress:
     best_step: int = 0
     bad_validations: int = 0  # validations since the best one (early stopping)
     train_seconds: float = 0.0
+    tgt_tokens: int = 0  # target tokens trained on (padding excluded)
+    src_tokens: int = 0
     history: list = field(default_factory=list)  # one dict per validation
 
 
@@ -176,8 +178,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.progress.step += 1
+        src_tokens = sum(int(b.src_lengths.sum()) for b in group)
+        self.progress.tgt_tokens += ntokens
+        self.progress.src_tokens += src_tokens
         return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
-                "src_tokens": sum(int(b.src_lengths.sum()) for b in group)}
+                "src_tokens": src_tokens}
 
     def _log_train(self, window: dict, stats: dict) -> None:
         elapsed = max(1e-9, time.monotonic() - window["time"])
@@ -341,6 +346,9 @@ class Trainer:
         dev_alpha = self._tune_length_penalty(self.ckpt_dir / chosen) if cfg.train.tune_length_penalty else None
         results = {"stop_reason": stop_reason, "steps": p.step, "epochs_completed": p.epoch - 1,
                    "train_minutes": round(p.train_seconds / 60, 2), "num_params": self.num_params,
+                   # throughput over the whole training wall time, validations included
+                   "tgt_tokens_per_s": round(p.tgt_tokens / max(1e-9, p.train_seconds)),
+                   "src_tokens_per_s": round(p.src_tokens / max(1e-9, p.train_seconds)),
                    "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
                    "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
                    "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha, "history": p.history}
