@@ -176,6 +176,10 @@ class TrainConfig:
     num_samples: int = 3  # fixed dev sentences shown in TensorBoard
     attention: AttentionPlotConfig = field(default_factory=AttentionPlotConfig)
     progress_bar: Optional[bool] = None  # None = only on a terminal
+    save_every_steps: int = 0  # also checkpoint every N updates without validating (0 = only at validation)
+    resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
+    overwrite: bool = False  # start over in a run directory that holds a finished run (deletes its outputs)
+    max_bad_steps: int = 10  # stop (non-zero) after this many non-finite updates in a row (R13)
 
 
 @dataclass

@@ -26,13 +26,20 @@ def conf_dir() -> str:
 
 
 def run(cfg_node) -> dict:
-    """Train with a composed config; outputs go to Hydra's run directory."""
+    """Train with a composed config; outputs go to Hydra's run directory.
+
+    Exit codes: 0 done; 2 bad input, an unusable run directory or checkpoint (the message says
+    which file and what); 4 training diverged (``train.max_bad_steps`` non-finite updates in a
+    row); 75 stopped by SIGTERM/SIGINT after saving (run the same command again to resume).
+    """
     from hydra.core.hydra_config import HydraConfig
 
     from nmt.config import to_config
     from nmt.data.corpus import DataError
+    from nmt.train.checkpoint import CheckpointError
     from nmt.train.data import prepare_data
-    from nmt.train.trainer import Trainer
+    from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, RunDirError, Trainer, TrainingDiverged,
+                                   TrainingInterrupted)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = to_config(cfg_node)
@@ -42,8 +49,19 @@ def run(cfg_node) -> dict:
     except DataError as err:
         log.error("%s", err)
         sys.exit(2)
-    data.tokenizer.save(run_dir / "tokenizer")
-    return Trainer(cfg, data, run_dir).train()
+    try:
+        trainer = Trainer(cfg, data, run_dir)
+        data.tokenizer.save(run_dir / "tokenizer")
+        return trainer.train()
+    except (RunDirError, CheckpointError) as err:
+        log.error("%s", err)
+        sys.exit(2)
+    except TrainingInterrupted as err:
+        log.warning("%s", err)
+        sys.exit(EXIT_INTERRUPTED)
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        sys.exit(EXIT_DIVERGED)
 
 
 def main() -> None:

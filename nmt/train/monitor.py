@@ -11,12 +11,14 @@ log = logging.getLogger("nmt.train")
 class Monitor:
     """Writes scalars and text to TensorBoard under ``<run>/tensorboard`` (created lazily)."""
 
-    def __init__(self, logdir: Path, enabled: bool = True) -> None:
+    def __init__(self, logdir: Path, enabled: bool = True, purge_step: Optional[int] = None) -> None:
+        """``purge_step``: on resume, events at this step or later (written after the checkpoint
+        that training resumes from) are hidden from TensorBoard (RELIABILITY.md R17)."""
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(logdir))
+            self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         """Log ``{name: value}`` as ``prefix/name`` at ``step``."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from nmt.attention_maps import attention_statistics, collect_attention
-from nmt.config import Config
+from nmt.config import Config, config_from_yaml
 from nmt.data.batch import Batch
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
 from nmt.evaluate import score_corpus, translate_texts
@@ -30,6 +34,37 @@ from nmt.train.monitor import Monitor, format_scalars, samples_markdown
 from nmt.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("nmt.train")
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving; re-run the same command to resume
+EXIT_DIVERGED = 4  # train.max_bad_steps non-finite updates in a row
+INTERRUPTED = "interrupted"
+
+# Config keys that may change between an interrupted run and its resumption (RELIABILITY.md R9):
+# budgets, logging, devices, what happens after training. A key ending in "." allows a whole group.
+RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.max_epochs", "train.patience",
+                  "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
+                  "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
+                  "train.max_bad_steps", "train.eval_test", "train.tune_length_penalty", "train.average_last",
+                  "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
+                  "data.tokenizer.cache_dir")
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked: it holds a finished run, its checkpoint was
+    written with a different configuration or tokenizer, or it is not writable."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM/SIGINT (or :meth:`Trainer.request_stop`) after saving
+    ``checkpoint``; running the same command again resumes from it (R16, R17)."""
+
+    def __init__(self, checkpoint: Path, step: int, reason: str) -> None:
+        super().__init__(f"{reason}: saved {checkpoint} at step {step}; run the same command again to resume")
+        self.checkpoint, self.step = checkpoint, step
+
+
+class TrainingDiverged(RuntimeError):
+    """``train.max_bad_steps`` updates in a row had a non-finite loss or gradient (R13)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -51,6 +86,8 @@ class Progress:
     train_seconds: float = 0.0
     tgt_tokens: int = 0  # target tokens trained on (padding excluded)
     src_tokens: int = 0
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (R13)
+    bad_steps_in_a_row: int = 0
     history: list = field(default_factory=list)  # one dict per validation
 
 
@@ -88,10 +125,122 @@ class Trainer:
                                         shuffle=True, seed=tc.seed)
         self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
         self.progress = Progress()
-        self.monitor = Monitor(self.run_dir / "tensorboard")
         self.num_params = count_parameters(self.model)
+        self._stop_signal: Optional[str] = None
+        self._start: Optional[float] = None
+        self._last_saved_step = -1
+        self.resumed_from = self._prepare_run_dir()
+        self.monitor = Monitor(self.run_dir / "tensorboard",
+                               purge_step=self.progress.step + 1 if self.resumed_from else None)
         log.info("model %s: %d parameters; %d training pairs, %d batches per epoch", cfg.model.arch,
                  self.num_params, len(data.train), len(self.sampler))
+
+    # ------------------------------------------------------------------------ run directory
+    def _prepare_run_dir(self) -> Optional[Path]:
+        """Check the run directory is writable, refuse or clear a finished run, and resume from
+        the newest complete checkpoint when there is one (R9, R17, R18). Returns that checkpoint.
+
+        Raises:
+            RunDirError: not writable; a finished run without ``train.overwrite``; checkpoints
+                with ``train.resume=false``; a checkpoint from a different config or tokenizer.
+            nmt.train.checkpoint.CheckpointError: the newest checkpoint cannot be loaded.
+        """
+        tc = self.cfg.train
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise RunDirError(f"run directory {self.run_dir} is not writable: {err}") from err
+        results = self.run_dir / "results.json"
+        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        if tc.overwrite:
+            if results.exists() or checkpoints:
+                log.warning("train.overwrite=true: deleting the previous run's checkpoints, TensorBoard logs "
+                            "and results in %s", self.run_dir)
+            for name in ("checkpoints", "tensorboard"):
+                shutil.rmtree(self.run_dir / name, ignore_errors=True)
+            for path in [results, *self.run_dir.glob(f"{self.cfg.data.test_split}.hyp.*")]:
+                path.unlink(missing_ok=True)
+            return None
+        if results.exists():
+            raise RunDirError(f"{self.run_dir} holds a finished run ({results} exists). Choose another "
+                              "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
+                              "(deletes its checkpoints, TensorBoard logs and results)")
+        if not checkpoints:
+            return None
+        if not tc.resume:
+            raise RunDirError(f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
+                              "resume it (train.resume=true), start over (train.overwrite=true) or choose "
+                              "another directory (hydra.run.dir=...)")
+        self.load_checkpoint(checkpoints[-1])
+        return checkpoints[-1]
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        """Resume from ``ckpt``: weights, optimizer, scheduler, counters, data position and RNG
+        states, so that training continues bitwise as if it had not stopped (R6-R8).
+
+        Raises:
+            RunDirError: ``ckpt`` was written with a configuration that differs outside
+                :data:`RESUME_ALLOWED` (every differing key is listed) or with another tokenizer.
+            nmt.train.checkpoint.CheckpointError: a file is missing or cannot be loaded safely.
+        """
+        from safetensors.torch import load_model as st_load
+
+        try:
+            saved_cfg = config_from_yaml((ckpt / "config.yaml").read_text(encoding="utf-8"))
+            meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+        except Exception as err:
+            raise ckpt_io.CheckpointError(f"checkpoint {ckpt}: cannot read config.yaml/meta.json: {err}") from err
+        diffs = config_differences(saved_cfg, self.cfg)
+        if diffs:
+            raise RunDirError(f"cannot resume from {ckpt}: the configuration differs in {len(diffs)} key(s) that "
+                              "change training:\n  " + "\n  ".join(diffs) + "\nRun with the original "
+                              "settings, start over with train.overwrite=true, or choose another directory "
+                              "(hydra.run.dir=...)")
+        if meta.get("tokenizer_sha256") != self.data.tokenizer.sha256():
+            raise RunDirError(f"cannot resume from {ckpt}: its sentencepiece model (sha256 "
+                              f"{meta.get('tokenizer_sha256')}) differs from this run's "
+                              f"({self.data.tokenizer.sha256()}); the training data or tokenizer settings changed")
+        state = ckpt_io.load_trainer_state(ckpt)
+        try:
+            st_load(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.progress = Progress(**state["progress"])
+            self.sampler.load_state_dict(state["sampler"])
+            _set_rng_state(state["rng"])
+        except Exception as err:
+            raise ckpt_io.CheckpointError(f"checkpoint {ckpt} does not match this model/optimizer: {err}") from err
+        # at an epoch boundary the sampler has already moved to the next epoch
+        self.progress.epoch = self.sampler.state_dict()["epoch"]
+        self._last_saved_step = self.progress.step
+        log.info("resuming from %s: step %d, epoch %d (batch %d of it), %.1f min trained, best dev BLEU %.2f",
+                 ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
+                 self.progress.train_seconds / 60, self.progress.best_bleu)
+
+    # -------------------------------------------------------------------------------- signals
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Finish the current update, save a checkpoint and raise :class:`TrainingInterrupted`."""
+        self._stop_signal = reason
+
+    def _install_signal_handlers(self) -> dict:
+        """SIGTERM/SIGINT: the first asks for a clean stop, a second exits at once (R16)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            name = signal.Signals(signum).name
+            if self._stop_signal is not None:
+                log.error("second signal (%s): exiting now without saving", name)
+                logging.shutdown()
+                os._exit(128 + signum)
+            log.warning("%s received: finishing the current update, then saving and exiting "
+                        "(send it again to exit at once)", name)
+            self.request_stop(name)
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     # ----------------------------------------------------------------------------------- loop
     def train(self) -> dict:
@@ -100,20 +249,32 @@ class Trainer:
         Returns the results dict also written to ``<run>/results.json``.
         """
         tc = self.cfg.train
-        start = time.monotonic() - self.progress.train_seconds
-        stop_reason = None
-        while stop_reason is None and self.progress.epoch <= tc.max_epochs:
-            stop_reason = self._train_epoch(start)
-            if stop_reason is not None:  # stopped inside the epoch
-                break
-            if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
-                stop_reason = self._validate_and_save()
-            self.progress.epoch += 1
-        if stop_reason is None:
-            stop_reason = f"reached max_epochs={tc.max_epochs}"
-        self.progress.train_seconds = time.monotonic() - start
-        if not self.progress.history or self.progress.history[-1]["step"] != self.progress.step:
-            self._validate_and_save()
+        start = self._start = time.monotonic() - self.progress.train_seconds
+        previous_handlers = self._install_signal_handlers()
+        try:
+            stop_reason = self._budget_exhausted(start)  # a resumed run may have nothing left to train
+            while stop_reason is None and self.progress.epoch <= tc.max_epochs:
+                stop_reason = self._train_epoch(start)
+                if stop_reason is not None:  # stopped inside the epoch
+                    break
+                if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
+                    stop_reason = self._validate_and_save()
+                self.progress.epoch += 1
+                if stop_reason is None and self._stop_signal is not None:
+                    stop_reason = INTERRUPTED
+            if stop_reason is None:
+                stop_reason = f"reached max_epochs={tc.max_epochs}"
+            self.progress.train_seconds = time.monotonic() - start
+            if stop_reason == INTERRUPTED:
+                path = self.save(best=False, scores={}) if self._last_saved_step != self.progress.step \
+                    else ckpt_io.resolve_checkpoint(self.ckpt_dir, "latest")
+                self.monitor.close()
+                raise TrainingInterrupted(path, self.progress.step, self._stop_signal or "stopped")
+            if not self.progress.history or self.progress.history[-1]["step"] != self.progress.step:
+                self._validate_and_save()
+        finally:
+            for sig, old in previous_handlers.items():  # a signal during the final evaluation acts as usual
+                signal.signal(sig, old)
         log.info("training stopped: %s (%d steps, %.1f min)", stop_reason, self.progress.step,
                  self.progress.train_seconds / 60)
         results = self._final_evaluation(stop_reason)
@@ -133,6 +294,10 @@ class Trainer:
                 continue
             stats = self._update(group)
             group = []
+            if stats["skipped"]:
+                if self._stop_signal is not None:
+                    return INTERRUPTED
+                continue
             window["loss"] += stats["loss"]
             window["nll"] += stats["nll"]
             window["tokens"] += stats["tokens"]
@@ -149,6 +314,11 @@ class Trainer:
             reason = self._budget_exhausted(start)
             if reason:
                 return reason
+            if tc.save_every_steps > 0 and self.progress.step % tc.save_every_steps == 0 \
+                    and self._last_saved_step != self.progress.step:
+                self.save(best=False, scores={})
+            if self._stop_signal is not None:
+                return INTERRUPTED
         if bar is not None:
             bar.close()
         return None
@@ -171,10 +341,26 @@ class Trainer:
             total_nll += float(nll.detach())
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        else:
-            log.warning("step %d: non-finite gradient norm; update skipped", self.progress.step + 1)
+        p = self.progress
+        if not (math.isfinite(grad_norm) and math.isfinite(total_loss)):
+            # R13: skip the update (parameters, optimizer, schedule and step count untouched)
+            self.optimizer.zero_grad(set_to_none=True)
+            p.skipped_steps += 1
+            p.bad_steps_in_a_row += 1
+            shapes = ", ".join(f"{tuple(b.src_tokens.shape)}->{tuple(b.tgt_out.shape)}" for b in group)
+            first = [int(i) for i in group[0].indices[:8]]
+            log.warning("update after step %d skipped: loss %s, gradient norm %s (batch src->tgt shapes %s, "
+                        "first example indices %s); %d skipped in a row, %d in all", p.step, total_loss, grad_norm,
+                        shapes, first, p.bad_steps_in_a_row, p.skipped_steps)
+            limit = self.cfg.train.max_bad_steps
+            if limit > 0 and p.bad_steps_in_a_row >= limit:
+                raise TrainingDiverged(f"{p.bad_steps_in_a_row} updates in a row had a non-finite loss or gradient "
+                                       f"(train.max_bad_steps={limit}) after step {p.step}; the last checkpoint "
+                                       "is the last finite model. Lower optim.lr or raise optim.warmup_steps")
+            return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
+                    "src_tokens": 0, "skipped": True}
+        p.bad_steps_in_a_row = 0
+        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.progress.step += 1
@@ -182,7 +368,7 @@ class Trainer:
         self.progress.tgt_tokens += ntokens
         self.progress.src_tokens += src_tokens
         return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
-                "src_tokens": src_tokens}
+                "src_tokens": src_tokens, "skipped": False}
 
     def _log_train(self, window: dict, stats: dict) -> None:
         elapsed = max(1e-9, time.monotonic() - window["time"])
@@ -313,23 +499,26 @@ class Trainer:
         """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
-                "rng": {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}}
+                "rng": _rng_state()}
 
     def save(self, best: bool, scores: dict) -> Path:
         """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best)."""
         p = self.progress
+        if self._start is not None:
+            p.train_seconds = time.monotonic() - self._start
         name = f"step-{p.step:07d}"
         meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params}
         path = ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
                                        self.trainer_state())
         index = ckpt_io.read_index(self.ckpt_dir)
         index["latest"] = name
-        if best or "best" not in index:
+        self._last_saved_step = p.step
+        if best:
             index["best"] = name
             index["best_bleu"] = scores.get("bleu")
         ckpt_io.write_index(self.ckpt_dir, index)
         keep = max(self.cfg.train.keep_last, self.cfg.train.average_last)
-        ckpt_io.prune_checkpoints(self.ckpt_dir, keep, {index["latest"], index["best"]})
+        ckpt_io.prune_checkpoints(self.ckpt_dir, keep, {index["latest"], index.get("best", "")})
         return path
 
     # ------------------------------------------------------------------------------ the end
@@ -407,6 +596,46 @@ class Trainer:
             return "averaged"
         self.model.load_state_dict(backup)
         return None
+
+
+def _rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) generator states as tensors and plain values (weights_only)."""
+    state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def config_differences(old: Config, new: Config, allowed: tuple[str, ...] = RESUME_ALLOWED) -> list[str]:
+    """``"key: old -> new"`` for every config key whose value differs, except ``allowed`` ones
+    (an entry ending in ``.`` allows every key under it)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v.value if hasattr(v, "value") else v
+        return out
+
+    a, b = flat(asdict(old)), flat(asdict(new))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == x or (x.endswith(".") and key.startswith(x)) for x in allowed):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return diffs
 
 
 def _numpy_state() -> dict:

@@ -1,0 +1,250 @@
+"""Exact resume, the resume guard, finished runs, TensorBoard purge and non-finite updates
+(RELIABILITY.md R6-R9, R13, R17), in process on a small synthetic reverse task."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from nmt.config import AttentionConfig, AttentionPlotConfig, Config, ModelConfig, OptimConfig, RNNDecoderConfig, SearchConfig, TrainConfig
+from nmt.data.corpus import ParallelText
+from nmt.data.dataset import TokenizedDataset
+from nmt.train import checkpoint as ckpt_io
+from nmt.train.data import PreparedData
+from nmt.train.trainer import RunDirError, Trainer, TrainingDiverged, TrainingInterrupted
+
+VOCAB = 30
+
+
+class _Tok:
+    """Whitespace integers <-> ids (offset 4 past the specials); enough for the trainer."""
+
+    src_vocab_size = tgt_vocab_size = VOCAB
+
+    def encode_src(self, texts):
+        return [[4 + int(w) for w in t.split()] for t in texts]
+
+    encode_tgt = encode_src
+
+    def decode_tgt(self, ids):
+        return [" ".join(str(i - 4) for i in seq) for seq in ids]
+
+    def src_pieces(self, ids):
+        return [f"\u2581{i}" for i in ids]
+
+    tgt_pieces = src_pieces
+
+    def to_bytes(self):
+        return {"spm.model": b"fake"}
+
+    def sha256(self):
+        return "0" * 64
+
+
+def _data() -> PreparedData:
+    rng = random.Random(0)
+    src = [[rng.randrange(4, VOCAB) for _ in range(rng.randrange(2, 9))] for _ in range(48)]
+    tgt = [s[::-1] for s in src]
+    valid_src = [" ".join(str(i - 4) for i in s) for s in src[:3]]
+    valid = ParallelText(valid_src, [" ".join(reversed(s.split())) for s in valid_src], [1, 2, 3])
+    return PreparedData(_Tok(), TokenizedDataset(src, tgt), valid, None)
+
+
+MODELS = {
+    "transformer": ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1, dropout=0.1),
+    "rnn": ModelConfig(arch="rnn", embed_dim=16, hidden_size=16, encoder_layers=1, decoder_layers=1, dropout=0.1,
+                       decoder=RNNDecoderConfig(style="luong", input_feeding=True),
+                       attention=AttentionConfig(score="general", window="local_p", window_size=2)),
+}
+
+
+def _trainer(run_dir, arch="transformer", model=None, **train) -> Trainer:
+    train = {"max_tokens": 60, "max_epochs": 4, "log_every_steps": 1, "keep_last": 3, "eval_test": False,
+             "progress_bar": False, **train}
+    train["attention"] = AttentionPlotConfig(sentences=0, stats_sentences=0)  # figures are tested elsewhere
+    cfg = Config(model=model or MODELS[arch], optim=OptimConfig(lr=3e-3, warmup_steps=5),
+                 train=TrainConfig(**train), search=SearchConfig(beam_size=2, max_len_b=3))
+    return Trainer(cfg, _data(), run_dir)
+
+
+def _record(trainer: Trainer, stop_at: int | None = None) -> list[float]:
+    """Record every update's loss; ask the trainer to stop after update ``stop_at``."""
+    losses = []
+    update = trainer._update
+
+    def wrapped(group):
+        stats = update(group)
+        losses.append(stats["loss"])
+        if stop_at is not None and trainer.progress.step == stop_at:
+            trainer.request_stop("test")
+        return stats
+
+    trainer._update = wrapped
+    return losses
+
+
+def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnn"])
+@pytest.mark.parametrize("where", ["mid_epoch", "epoch_end"])
+def test_resume_is_bitwise_identical_to_the_uninterrupted_run(tmp_path, arch, where):
+    """R6, R7, R8: K steps straight == K/2, stop, resume to K (losses and parameters bitwise,
+    dropout on), mid-epoch and at an epoch boundary, Transformer and BiRNN (local-p)."""
+    torch.manual_seed(123)  # the trainer reseeds; this proves the seed, not the caller, decides
+    straight = _trainer(tmp_path / "straight", arch)
+    per_epoch = len(straight.sampler)
+    assert per_epoch >= 4
+    total = 2 * per_epoch + 3
+    straight.cfg.train.max_steps = total
+    expected = _record(straight)
+    straight.train()
+    stop = per_epoch + 2 if where == "mid_epoch" else per_epoch
+
+    first = _trainer(tmp_path / "resumed", arch, max_steps=total)
+    got = _record(first, stop_at=stop)
+    with pytest.raises(TrainingInterrupted) as info:
+        first.train()
+    assert info.value.step == stop and len(got) == stop
+    torch.manual_seed(999)  # whatever the caller's RNG, the checkpoint's states win
+    second = _trainer(tmp_path / "resumed", arch, max_steps=total)
+    assert second.resumed_from is not None and second.progress.step == stop
+    rest = _record(second)
+    second.train()
+    got += rest
+
+    assert got == expected  # bitwise: floats compared exactly
+    want, have = _params(straight), _params(second)
+    assert want.keys() == have.keys()
+    for k in want:
+        assert torch.equal(want[k], have[k]), k
+    assert [h["bleu"] for h in second.progress.history] == [h["bleu"] for h in straight.progress.history]
+
+
+def test_data_position_resumes_at_the_next_batch(tmp_path):
+    """R8: after loading the data state, the next batches equal the uninterrupted iterator's,
+    across an epoch boundary."""
+    a = _trainer(tmp_path / "a")
+    it = iter(a.sampler)
+    consumed = [next(it) for _ in range(len(a.sampler) - 1)]
+    state = a.sampler.state_dict()
+    rest = list(it) + [b for _, b in zip(range(3), iter(a.sampler))]  # end of epoch 1, start of epoch 2
+    b = _trainer(tmp_path / "b")
+    b.sampler.load_state_dict(state)
+    again = list(iter(b.sampler)) + [x for _, x in zip(range(3), iter(b.sampler))]
+    assert consumed and again == rest
+
+
+def test_changed_config_is_refused_with_the_differing_keys(tmp_path):
+    """R9: a resume with a config that changes training is refused and names the keys; budget
+    changes are allowed."""
+    first = _trainer(tmp_path, max_steps=20)
+    _record(first, stop_at=3)
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    changed = ModelConfig(**{**MODELS["transformer"].__dict__, "dropout": 0.3})
+    with pytest.raises(RunDirError) as info:
+        _trainer(tmp_path, model=changed, max_steps=20, label_smoothing=0.2)
+    msg = str(info.value)
+    assert "model.dropout: 0.1 -> 0.3" in msg and "train.label_smoothing: 0.1 -> 0.2" in msg
+    assert "train.max_steps" not in msg
+    with pytest.raises(RunDirError, match="train.resume=false"):
+        _trainer(tmp_path, max_steps=20, resume=False)
+    resumed = _trainer(tmp_path, max_steps=30, log_every_steps=7)  # allowed differences
+    assert resumed.progress.step == 3
+
+
+def test_finished_run_needs_overwrite(tmp_path):
+    """R9: starting over a finished run needs train.overwrite=true, which clears its outputs."""
+    _trainer(tmp_path, max_steps=4).train()
+    assert (tmp_path / "results.json").exists()
+    with pytest.raises(RunDirError, match="finished run"):
+        _trainer(tmp_path, max_steps=4)
+    fresh = _trainer(tmp_path, max_steps=4, overwrite=True)
+    assert fresh.resumed_from is None and fresh.progress.step == 0
+    assert not (tmp_path / "results.json").exists() and not ckpt_io.complete_checkpoints(tmp_path / "checkpoints")
+
+
+def test_unwritable_run_dir_is_reported_at_start(tmp_path):
+    """R18: the output directory is checked writable at start."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(RunDirError, match="not writable"):
+        _trainer(blocker / "run")
+
+
+def test_crash_resumes_from_last_save_and_purges_later_tensorboard_events(tmp_path):
+    """R2, R17: after a crash the run resumes from the newest complete checkpoint
+    (save_every_steps) and TensorBoard shows each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = _trainer(tmp_path, max_steps=12, save_every_steps=4)
+    update = first._update
+
+    def crash_after_10(group):
+        if first.progress.step == 10:
+            first.monitor.flush()  # what a killed process had written before dying
+            raise RuntimeError("simulated crash")
+        return update(group)
+
+    first._update = crash_after_10
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        first.train()
+    first.monitor.close()
+    second = _trainer(tmp_path, max_steps=12, save_every_steps=4)
+    assert second.progress.step == 8 and second.resumed_from.name == "step-0000008"  # saves: 4, 6 (epoch), 8
+    second.train()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == list(range(1, 13))
+
+
+def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monkeypatch, caplog):
+    """R13: a non-finite loss skips the update (parameters and step count untouched) and is
+    counted; N in a row stop training, and the checkpoints stay finite."""
+    import nmt.train.trainer as trainer_module
+    from safetensors.torch import load_file
+
+    real = trainer_module.label_smoothed_nll
+    poisoned: set[int] = {3}
+    calls: list[int] = []
+
+    def maybe_nan(logits, target, eps):
+        loss, nll = real(logits, target, eps)
+        if logits.requires_grad:  # training updates only, not validation
+            calls.append(1)
+            if len(calls) in poisoned:
+                return loss * float("nan"), nll
+        return loss, nll
+
+    monkeypatch.setattr(trainer_module, "label_smoothed_nll", maybe_nan)
+    trainer = _trainer(tmp_path / "a", max_steps=6, max_epochs=10)
+    update, skipped = trainer._update, []
+
+    def watch(group):
+        before, step = _params(trainer), trainer.progress.step
+        stats = update(group)
+        if stats["skipped"]:
+            after = _params(trainer)
+            skipped.append(all(torch.equal(before[k], after[k]) for k in before) and trainer.progress.step == step)
+        return stats
+
+    trainer._update = watch
+    with caplog.at_level("WARNING", logger="nmt.train"):
+        results = trainer.train()
+    assert skipped == [True] and trainer.progress.skipped_steps == 1 and results["steps"] == 6
+    assert "skipped: loss nan" in caplog.text and "first example indices" in caplog.text
+
+    calls.clear()
+    poisoned.update(range(5, 100))
+    diverging = _trainer(tmp_path / "b", max_steps=50, max_epochs=20, max_bad_steps=3, save_every_steps=2)
+    with pytest.raises(TrainingDiverged, match="3 updates in a row"):
+        diverging.train()
+    assert diverging.progress.step == 3 and diverging.progress.skipped_steps == 4  # update 3 poisoned, then 5-7
+    latest = ckpt_io.resolve_checkpoint(tmp_path / "b" / "checkpoints", "latest")
+    assert latest.name == "step-0000003"  # saved at the end of epoch 1 (6 batches, 3 of them skipped)
+    assert all(torch.isfinite(t).all() for t in load_file(str(latest / "model.safetensors")).values())

@@ -1,0 +1,81 @@
+"""SIGTERM/SIGINT on a real nmt-train subprocess (RELIABILITY.md R16, R17): the first signal
+finishes the update, saves and exits 75; a second exits at once; the same command resumes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cli_e2e import _script
+
+
+def _start(run_dir: Path, tmp: Path, data: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, NMT_DATA_DIR=str(data))
+    args = [_script("nmt-train"), "debug=tiny", "data.max_train_pairs=200", f"hydra.run.dir={run_dir}",
+            f"data.tokenizer.cache_dir={tmp / 'spm'}", "train.progress_bar=false", "train.log_every_steps=1",
+            "train.max_epochs=50", "train.attention.sentences=0", "train.eval_test=false", *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"nmt-train exited ({proc.returncode}) before logging {text!r}:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"nmt-train did not log {text!r} within {timeout} s")
+
+
+@pytest.fixture
+def data_dir():
+    from conftest import real_data_dir
+
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    return data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, data_dir, sig):
+    """R16, R17: save and exit 75 within 25 s; re-running the identical command resumes and
+    appends to the text log."""
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, tmp_path, data_dir)
+    _wait_for(run_dir / "train.log", "epoch 1 step 3 ", proc)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=25)
+    assert time.monotonic() - sent < 25
+    assert proc.returncode == 75, out[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert f"{sig.name} received" in log and "run the same command again to resume" in log
+    assert not (run_dir / "results.json").exists()
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
+    assert saved, "no checkpoint written"
+
+    again = _start(run_dir, tmp_path, data_dir, "train.max_steps=12")  # a budget change is allowed
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out[-3000:]
+    log2 = (run_dir / "train.log").read_text()
+    assert log2.startswith(log)  # appended, nothing lost
+    assert f"resuming from {run_dir / 'checkpoints' / saved[-1]}" in log2
+    assert (run_dir / "results.json").exists()
+
+
+def test_second_signal_exits_at_once(tmp_path, data_dir):
+    """R16: a second signal does not wait for the save."""
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, tmp_path, data_dir)
+    _wait_for(run_dir / "train.log", "epoch 1 step 2 ", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=25)
+    assert proc.returncode in (75, 128 + signal.SIGTERM)  # the first may already have finished saving
