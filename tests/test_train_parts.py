@@ -92,6 +92,7 @@ def _save(tmp_path, name="step-0000001", step=1):
 
 
 def test_checkpoint_is_complete_and_state_loads_weights_only(tmp_path):
+    """R1, R3, R12: built under a temp name, complete marker, format version and tokenizer hash."""
     model, cfg, path = _save(tmp_path)
     assert (path / ckpt_io.MARKER).exists() and not list(tmp_path.glob(".tmp-*"))
     assert ckpt_io.load_trainer_state(path)["progress"]["step"] == 1
@@ -100,6 +101,7 @@ def test_checkpoint_is_complete_and_state_loads_weights_only(tmp_path):
 
 
 def test_tied_weights_survive_safetensors_round_trip(tmp_path):
+    """R11: tied embeddings survive save/load and stay tied."""
     from safetensors.torch import load_model
 
     model, cfg, path = _save(tmp_path)
@@ -113,6 +115,7 @@ def test_tied_weights_survive_safetensors_round_trip(tmp_path):
 
 
 def test_resolve_refuses_incomplete_and_finds_latest(tmp_path):
+    """R3: a checkpoint without its completeness marker is refused; stale temp dirs are removed."""
     _, _, first = _save(tmp_path, "step-0000001", 1)
     _, _, second = _save(tmp_path, "step-0000002", 2)
     (second / ckpt_io.MARKER).unlink()
@@ -125,6 +128,7 @@ def test_resolve_refuses_incomplete_and_finds_latest(tmp_path):
 
 
 def test_load_model_refuses_newer_format_and_corrupt_files(tmp_path):
+    """R12: a self-contained model directory; newer formats and corrupt files are refused clearly."""
     from nmt.config import TokenizerConfig
     from nmt.data.tokenizer import train_tokenizer
 
@@ -152,11 +156,44 @@ def test_load_model_refuses_newer_format_and_corrupt_files(tmp_path):
 
 
 def test_prune_keeps_best_and_latest(tmp_path):
+    """R5: keep-last-N is computed from disk and never deletes the protected (best) checkpoint."""
     for step in range(1, 6):
         _save(tmp_path, f"step-{step:07d}", step)
     ckpt_io.prune_checkpoints(tmp_path, keep_last=2, protect={"step-0000001"})
     assert sorted(p.name for p in ckpt_io.complete_checkpoints(tmp_path)) == [
         "step-0000001", "step-0000004", "step-0000005"]
+
+
+class _Payload:
+    """Unpickling this would call ``open(path, "w")``: a stand-in for arbitrary code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    """R10: a trainer_state.pt carrying a code payload is refused and the payload never runs."""
+    _, _, path = _save(tmp_path / "ckpt")
+    marker = tmp_path / "payload-ran"
+    torch.save({"progress": {"step": 1}, "evil": _Payload(marker)}, path / "trainer_state.pt")
+    with pytest.raises(ckpt_io.CheckpointError, match="cannot be loaded safely"):
+        ckpt_io.load_trainer_state(path)
+    assert not marker.exists()
+
+
+def test_every_torch_load_is_explicitly_weights_only():
+    """R10: no ``torch.load`` in the package without ``weights_only=True``."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "nmt"
+    calls = [(f, m.group(0)) for f in package.rglob("*.py")
+             for m in re.finditer(r"torch\.load\([^)]*\)", f.read_text())]
+    assert calls, "expected at least the trainer-state loader"
+    assert all("weights_only=True" in call for _, call in calls), calls
 
 
 def test_average_checkpoints_is_the_mean(tmp_path):
