@@ -15,9 +15,11 @@ from test_cli_e2e import _script
 
 def _start(run_dir: Path, tmp: Path, data: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, NMT_DATA_DIR=str(data))
-    args = [_script("nmt-train"), "debug=tiny", "data.max_train_pairs=200", f"hydra.run.dir={run_dir}",
-            f"data.tokenizer.cache_dir={tmp / 'spm'}", "train.progress_bar=false", "train.log_every_steps=1",
-            "train.max_epochs=50", "train.attention.sentences=0", "train.eval_test=false", *extra]
+    overrides = dict(o.split("=", 1) for o in [
+        "debug=tiny", "data.max_train_pairs=200", f"hydra.run.dir={run_dir}", f"data.tokenizer.cache_dir={tmp / 'spm'}",
+        "train.progress_bar=false", "train.log_every_steps=1", "train.max_epochs=100000",
+        "train.attention.sentences=0", "train.eval_test=false", *extra])  # later ones win
+    args = [_script("nmt-train"), *(f"{k}={v}" for k, v in overrides.items())]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
 
 
@@ -79,3 +81,48 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=25)
     assert proc.returncode in (75, 128 + signal.SIGTERM)  # the first may already have finished saving
+
+
+def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, data_dir):
+    """R1, R2, R3: SIGKILL a training subprocess at random moments during frequent saves, 10
+    times; every time the newest complete checkpoint loads, and re-running the same command
+    resumes from it; finally the run completes."""
+    import random
+    import re
+
+    from nmt.train import checkpoint as ckpt_io
+
+    run_dir, log_path = tmp_path / "run", tmp_path / "run" / "train.log"
+    extra = ("train.save_every_steps=2", "train.max_steps=100000", "train.keep_last=2")
+    rng = random.Random(0)
+    resumed_steps = []
+    for attempt in range(10):
+        before = log_path.read_text(errors="replace") if log_path.exists() else ""
+        proc = _start(run_dir, tmp_path, data_dir, *extra)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait until this attempt is training
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+            if " step " in text[len(before):] or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"attempt {attempt}: exited early ({proc.returncode})"
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.communicate(timeout=30)
+        newest = [c for c in ckpt_io.complete_checkpoints(run_dir / "checkpoints") if c.name.startswith("step-")]
+        assert newest, f"attempt {attempt}: no complete checkpoint"
+        ckpt_io.load_trainer_state(newest[-1])  # loads safely
+        assert not [p for p in (run_dir / "checkpoints").iterdir()
+                    if p.is_dir() and not p.name.startswith(".tmp-") and not (p / ckpt_io.MARKER).exists()]
+        text = log_path.read_text(errors="replace")[len(before):]
+        found = re.search(r"resuming from \S*step-(\d+)", text)
+        if found:
+            resumed_steps.append(int(found.group(1)))
+    last = int(newest[-1].name.split("-")[1])
+    final = _start(run_dir, tmp_path, data_dir, *extra, f"train.max_steps={last + 4}")
+    out, _ = final.communicate(timeout=300)
+    assert final.returncode == 0, out[-3000:]
+    log = log_path.read_text()
+    assert f"resuming from {newest[-1]}" in log  # exactly the newest complete checkpoint
+    assert len(resumed_steps) >= 8 and resumed_steps == sorted(resumed_steps)  # never went back
+    assert f'"steps": {last + 4}' in (run_dir / "results.json").read_text()
