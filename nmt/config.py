@@ -180,6 +180,7 @@ class TrainConfig:
     resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
     overwrite: bool = False  # start over in a run directory that holds a finished run (deletes its outputs)
     max_bad_steps: int = 10  # stop (non-zero) after this many non-finite updates in a row (R13)
+    preflight: bool = True  # run the largest batch once before step 1 so an oversized max_tokens fails at once
 
 
 @dataclass

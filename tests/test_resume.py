@@ -222,7 +222,7 @@ def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monk
         return loss, nll
 
     monkeypatch.setattr(trainer_module, "label_smoothed_nll", maybe_nan)
-    trainer = _trainer(tmp_path / "a", max_steps=6, max_epochs=10)
+    trainer = _trainer(tmp_path / "a", max_steps=6, max_epochs=10, preflight=False)  # count updates only
     update, skipped = trainer._update, []
 
     def watch(group):
@@ -241,10 +241,58 @@ def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monk
 
     calls.clear()
     poisoned.update(range(5, 100))
-    diverging = _trainer(tmp_path / "b", max_steps=50, max_epochs=20, max_bad_steps=3, save_every_steps=2)
+    diverging = _trainer(tmp_path / "b", max_steps=50, max_epochs=20, max_bad_steps=3, save_every_steps=2,
+                         preflight=False)
     with pytest.raises(TrainingDiverged, match="3 updates in a row"):
         diverging.train()
     assert diverging.progress.step == 3 and diverging.progress.skipped_steps == 4  # update 3 poisoned, then 5-7
     latest = ckpt_io.resolve_checkpoint(tmp_path / "b" / "checkpoints", "latest")
     assert latest.name == "step-0000003"  # saved at the end of epoch 1 (6 batches, 3 of them skipped)
     assert all(torch.isfinite(t).all() for t in load_file(str(latest / "model.safetensors")).values())
+
+
+def _fail_training_call(trainer: Trainer, at: int, err: Exception) -> None:
+    """Make the ``at``-th training-mode forward call raise ``err``."""
+    forward, calls = trainer.model.forward, []
+
+    def flaky(*args, **kwargs):
+        if trainer.model.training:
+            calls.append(1)
+            if len(calls) == at:
+                raise err
+        return forward(*args, **kwargs)
+
+    trainer.model.forward = flaky
+
+
+def test_out_of_memory_batch_is_skipped_and_logged(tmp_path, caplog):
+    """R15: an out-of-memory batch is skipped with its shape logged; training goes on."""
+    trainer = _trainer(tmp_path, max_steps=5)
+    _fail_training_call(trainer, 3, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    with caplog.at_level("WARNING", logger="nmt.train"):
+        results = trainer.train()  # call 1 is the preflight, 2 is update 1, 3 fails
+    assert results["steps"] == 5 and trainer.progress.oom_skips == 1 and trainer.progress.skipped_steps == 0
+    assert "out of memory on a batch of (" in caplog.text and "train.max_tokens" in caplog.text
+
+
+def test_preflight_reports_a_token_budget_that_does_not_fit(tmp_path):
+    """R15: the largest batch runs before step 1; if it does not fit, the error says what to lower."""
+    from nmt.train.trainer import BatchTooLarge
+
+    trainer = _trainer(tmp_path, max_steps=5)
+    _fail_training_call(trainer, 1, RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"))
+    with pytest.raises(BatchTooLarge, match=r"lower train.max_tokens \(now 60\)"):
+        trainer.train()
+    assert trainer.progress.step == 0
+
+
+def test_preflight_changes_nothing(tmp_path):
+    """R15, R27: with or without the preflight, the same losses and parameters (RNG restored)."""
+    runs = []
+    for name, preflight in (("on", True), ("off", False)):
+        trainer = _trainer(tmp_path / name, max_steps=6, preflight=preflight)
+        losses = _record(trainer)
+        trainer.train()
+        runs.append((losses, _params(trainer)))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])

@@ -29,7 +29,7 @@ def run(cfg_node) -> dict:
     """Train with a composed config; outputs go to Hydra's run directory.
 
     Exit codes: 0 done; 2 bad input, an unusable run directory or checkpoint (the message says
-    which file and what); 4 training diverged (``train.max_bad_steps`` non-finite updates in a
+    which file and what), or a token budget whose largest batch does not fit in memory; 4 training diverged (``train.max_bad_steps`` non-finite updates in a
     row); 75 stopped by SIGTERM/SIGINT after saving (run the same command again to resume).
     """
     from hydra.core.hydra_config import HydraConfig
@@ -38,8 +38,8 @@ def run(cfg_node) -> dict:
     from nmt.data.corpus import DataError
     from nmt.train.checkpoint import CheckpointError
     from nmt.train.data import prepare_data
-    from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, RunDirError, Trainer, TrainingDiverged,
-                                   TrainingInterrupted)
+    from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, BatchTooLarge, RunDirError, Trainer,
+                                   TrainingDiverged, TrainingInterrupted)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = to_config(cfg_node)
@@ -53,7 +53,7 @@ def run(cfg_node) -> dict:
         trainer = Trainer(cfg, data, run_dir)
         data.tokenizer.save(run_dir / "tokenizer")
         return trainer.train()
-    except (RunDirError, CheckpointError) as err:
+    except (RunDirError, CheckpointError, BatchTooLarge) as err:
         log.error("%s", err)
         sys.exit(2)
     except TrainingInterrupted as err:

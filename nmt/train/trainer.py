@@ -44,7 +44,7 @@ INTERRUPTED = "interrupted"
 RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.max_epochs", "train.patience",
                   "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
                   "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
-                  "train.max_bad_steps", "train.eval_test", "train.tune_length_penalty", "train.average_last",
+                  "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
                   "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
                   "data.tokenizer.cache_dir")
 
@@ -65,6 +65,23 @@ class TrainingInterrupted(RuntimeError):
 
 class TrainingDiverged(RuntimeError):
     """``train.max_bad_steps`` updates in a row had a non-finite loss or gradient (R13)."""
+
+
+class BatchTooLarge(RuntimeError):
+    """The preflight's largest batch ran out of memory: the token budget is too big (R15)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for CUDA/MPS out-of-memory errors and CPU allocation failures."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def seed_everything(seed: int) -> None:
@@ -88,6 +105,7 @@ class Progress:
     src_tokens: int = 0
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (R13)
     bad_steps_in_a_row: int = 0
+    oom_skips: int = 0  # updates skipped because a batch ran out of memory (R15)
     history: list = field(default_factory=list)  # one dict per validation
 
 
@@ -220,6 +238,39 @@ class Trainer:
                  ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
                  self.progress.train_seconds / 60, self.progress.best_bleu)
 
+    def preflight(self) -> None:
+        """Run forward and backward on the epoch's largest batch (most padded tokens) before the
+        first update, so a token budget that does not fit in memory fails at once with advice
+        (R15). Gradients and RNG states are restored: training is unchanged by it.
+
+        Raises:
+            BatchTooLarge: that batch runs out of memory.
+        """
+        batches = self.sampler.batches()
+        if not batches:
+            return
+        ds = self.data.train
+        largest = max(batches, key=lambda b: len(b) * (max(ds.src_lengths[i] for i in b) +
+                                                      max(ds.tgt_lengths[i] for i in b)))
+        batch = make_batch(ds, largest).to(self.device)
+        rng = _rng_state()
+        self.model.train()
+        try:
+            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+            loss, _ = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            loss.backward()
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            raise BatchTooLarge(f"the largest training batch ({_shapes([batch])} tokens, source->target) runs out "
+                                f"of memory on {self.device}: lower train.max_tokens (now "
+                                f"{self.cfg.train.max_tokens}) or use gradient accumulation (train.update_freq)") from err
+        finally:
+            out = loss = None
+            self.optimizer.zero_grad(set_to_none=True)
+            _set_rng_state(rng)
+            _free_memory()
+
     # -------------------------------------------------------------------------------- signals
     def request_stop(self, reason: str = "stop requested") -> None:
         """Finish the current update, save a checkpoint and raise :class:`TrainingInterrupted`."""
@@ -252,6 +303,8 @@ class Trainer:
         start = self._start = time.monotonic() - self.progress.train_seconds
         previous_handlers = self._install_signal_handlers()
         try:
+            if tc.preflight and self.progress.step == 0:
+                self.preflight()
             stop_reason = self._budget_exhausted(start)  # a resumed run may have nothing left to train
             while stop_reason is None and self.progress.epoch <= tc.max_epochs:
                 stop_reason = self._train_epoch(start)
@@ -333,25 +386,38 @@ class Trainer:
         self.model.train()
         total_loss = total_nll = 0.0
         ntokens = sum(b.ntokens for b in group)
-        for batch in group:
-            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-            loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
-            (loss / ntokens).backward()
-            total_loss += float(loss.detach())
-            total_nll += float(nll.detach())
+        p = self.progress
+        try:
+            for batch in group:
+                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+                loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
+                (loss / ntokens).backward()
+                total_loss += float(loss.detach())
+                total_nll += float(nll.detach())
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            # R15: skip the update, say which batch; parameters and step count untouched
+            out = loss = nll = None
+            self.optimizer.zero_grad(set_to_none=True)
+            _free_memory()
+            p.oom_skips += 1
+            log.warning("update after step %d skipped: out of memory on a batch of %s (%s); %d such skips in all. "
+                        "Lower train.max_tokens (now %d) if this repeats", p.step,
+                        _shapes(group), str(err).splitlines()[0][:200], p.oom_skips, tc.max_tokens)
+            return {"loss": 0.0, "nll": 0.0, "tokens": ntokens, "grad_norm": float("nan"), "src_tokens": 0,
+                    "skipped": True}
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        p = self.progress
         if not (math.isfinite(grad_norm) and math.isfinite(total_loss)):
             # R13: skip the update (parameters, optimizer, schedule and step count untouched)
             self.optimizer.zero_grad(set_to_none=True)
             p.skipped_steps += 1
             p.bad_steps_in_a_row += 1
-            shapes = ", ".join(f"{tuple(b.src_tokens.shape)}->{tuple(b.tgt_out.shape)}" for b in group)
             first = [int(i) for i in group[0].indices[:8]]
             log.warning("update after step %d skipped: loss %s, gradient norm %s (batch src->tgt shapes %s, "
                         "first example indices %s); %d skipped in a row, %d in all", p.step, total_loss, grad_norm,
-                        shapes, first, p.bad_steps_in_a_row, p.skipped_steps)
+                        _shapes(group), first, p.bad_steps_in_a_row, p.skipped_steps)
             limit = self.cfg.train.max_bad_steps
             if limit > 0 and p.bad_steps_in_a_row >= limit:
                 raise TrainingDiverged(f"{p.bad_steps_in_a_row} updates in a row had a non-finite loss or gradient "
@@ -596,6 +662,11 @@ class Trainer:
             return "averaged"
         self.model.load_state_dict(backup)
         return None
+
+
+def _shapes(group: list[Batch]) -> str:
+    """``"(B, S)->(B, T), ..."``: source and target shapes of the batches of one update."""
+    return ", ".join(f"{tuple(b.src_tokens.shape)}->{tuple(b.tgt_out.shape)}" for b in group)
 
 
 def _rng_state() -> dict:
