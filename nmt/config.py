@@ -180,6 +180,8 @@ class TrainConfig:
     resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
     overwrite: bool = False  # start over in a run directory that holds a finished run (deletes its outputs)
     max_bad_steps: int = 10  # stop (non-zero) after this many non-finite updates in a row (R13)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for GPUs (fp16 adds dynamic loss scaling); fp32 is fastest on CPUs without AMX
+    fp16_init_scale: float = 65536.0  # first loss scale of fp16 training (halved at each overflow)
     preflight: bool = True  # run the largest batch once before step 1 so an oversized max_tokens fails at once
 
 

@@ -296,3 +296,29 @@ def test_preflight_changes_nothing(tmp_path):
         runs.append((losses, _params(trainer)))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_fp16_overflow_skips_are_counted_apart_and_the_scaler_resumes(tmp_path):
+    """R14, R6: fp16 loss-scale overflows skip the update and count as overflow skips, not as
+    non-finite (R13) ones; the loss scaler's state is saved and restored."""
+    first = _trainer(tmp_path, max_steps=8, precision="fp16", fp16_init_scale=2.0 ** 22, preflight=False, max_epochs=20)
+    losses = _record(first, stop_at=4)
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    assert first.progress.overflow_skips >= 1 and first.progress.skipped_steps == 0
+    assert first.progress.step == 4 and all(math.isfinite(x) for x in losses)
+    scale = first.scaler.get_scale()
+    assert scale < 2.0 ** 22
+    second = _trainer(tmp_path, max_steps=8, precision="fp16", fp16_init_scale=2.0 ** 22, preflight=False, max_epochs=20)
+    assert second.scaler.get_scale() == scale
+    assert second.train()["steps"] == 8
+
+
+def test_bf16_autocast_trains(tmp_path):
+    """train.precision=bf16 runs the forward pass under autocast and learns."""
+    trainer = _trainer(tmp_path, max_steps=12, precision="bf16")
+    losses = _record(trainer)
+    trainer.train()
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="precision"):
+        _trainer(tmp_path / "bad", precision="fp8")

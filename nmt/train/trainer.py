@@ -2,6 +2,7 @@
 early stopping, checkpoints and TensorBoard."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -106,6 +107,7 @@ class Progress:
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (R13)
     bad_steps_in_a_row: int = 0
     oom_skips: int = 0  # updates skipped because a batch ran out of memory (R15)
+    overflow_skips: int = 0  # fp16 updates skipped by the loss scaler (gradient overflow), apart from NaNs (R14)
     history: list = field(default_factory=list)  # one dict per validation
 
 
@@ -135,6 +137,10 @@ class Trainer:
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
         oc = cfg.optim
         self.optimizer = build_optimizer(self.model, oc.optimizer, oc.lr, oc.betas, oc.eps, oc.weight_decay)
+        if tc.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {tc.precision!r}")
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=tc.fp16_init_scale) \
+            if tc.precision == "fp16" else None
         self.scheduler = build_scheduler(self.optimizer, scheduler=oc.scheduler, lr=oc.lr,
                                          warmup_steps=oc.warmup_steps, warmup_init_lr=oc.warmup_init_lr,
                                          min_lr=oc.min_lr, d_model=cfg.model.d_model,
@@ -228,6 +234,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.progress = Progress(**state["progress"])
             self.sampler.load_state_dict(state["sampler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"])
         except Exception as err:
             raise ckpt_io.CheckpointError(f"checkpoint {ckpt} does not match this model/optimizer: {err}") from err
@@ -237,6 +245,13 @@ class Trainer:
         log.info("resuming from %s: step %d, epoch %d (batch %d of it), %.1f min trained, best dev BLEU %.2f",
                  ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
                  self.progress.train_seconds / 60, self.progress.best_bleu)
+
+    def _autocast(self):
+        """``torch.autocast`` for ``train.precision`` bf16/fp16; nothing for fp32."""
+        precision = self.cfg.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
     def preflight(self) -> None:
         """Run forward and backward on the epoch's largest batch (most padded tokens) before the
@@ -256,8 +271,9 @@ class Trainer:
         rng = _rng_state()
         self.model.train()
         try:
-            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-            loss, _ = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            with self._autocast():
+                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+                loss, _ = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
             loss.backward()
         except RuntimeError as err:
             if not is_out_of_memory(err):
@@ -389,9 +405,11 @@ class Trainer:
         p = self.progress
         try:
             for batch in group:
-                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-                loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
-                (loss / ntokens).backward()
+                with self._autocast():
+                    out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+                    loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
+                scaled = loss / ntokens
+                (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
                 total_loss += float(loss.detach())
                 total_nll += float(nll.detach())
         except RuntimeError as err:
@@ -408,9 +426,24 @@ class Trainer:
             return {"loss": 0.0, "nll": 0.0, "tokens": ntokens, "grad_norm": float("nan"), "src_tokens": 0,
                     "skipped": True}
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if self.scaler is not None and math.isfinite(total_loss) and not math.isfinite(grad_norm):
+            # R14: fp16 gradient overflow; the scaler skips the step and halves the scale
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            p.overflow_skips += 1
+            log.info("update after step %d skipped: fp16 gradient overflow at loss scale %g (now %g); %d in all",
+                     p.step, scale, self.scaler.get_scale(), p.overflow_skips)
+            return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
+                    "src_tokens": 0, "skipped": True}
         if not (math.isfinite(grad_norm) and math.isfinite(total_loss)):
             # R13: skip the update (parameters, optimizer, schedule and step count untouched)
+            if self.scaler is not None:
+                self.scaler.update()  # closes this iteration's unscale_; the scale is lowered
             self.optimizer.zero_grad(set_to_none=True)
             p.skipped_steps += 1
             p.bad_steps_in_a_row += 1
@@ -426,7 +459,11 @@ class Trainer:
             return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
                     "src_tokens": 0, "skipped": True}
         p.bad_steps_in_a_row = 0
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.progress.step += 1
@@ -565,7 +602,7 @@ class Trainer:
         """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
-                "rng": _rng_state()}
+                "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
 
     def save(self, best: bool, scores: dict) -> Path:
         """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best)."""
