@@ -22,6 +22,7 @@ log = logging.getLogger("nmt.translate")
 
 
 _OPTION = re.compile(r"^[+~]{0,2}[A-Za-z_][A-Za-z0-9_.]*=\S*$")
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f]")  # C0 controls except tab, as in nmt.data.corpus (R26)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -39,15 +40,21 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def read_input(path: Optional[str], sentences: list[str]) -> list[str]:
-    """The lines to translate (R19: split on ``\\n`` only, so counts match ``wc -l``).
+    """The lines to translate, one per input line (R19: split on ``\\n`` only, so counts match
+    ``wc -l``; R25, R26: a line that is not valid UTF-8 becomes an empty line and control
+    characters such as NUL become spaces, each with a warning naming the line, so the output
+    keeps one line per input line).
 
     Raises:
-        SystemExit: invalid UTF-8 (with line and byte offset) or no input at all.
+        SystemExit: no input at all, or ``path`` cannot be read.
     """
     if sentences:
-        return sentences
-    raw = open(path, "rb").read() if path else sys.stdin.buffer.read()
+        return [_clean(s, "<arguments>", n) for n, s in enumerate(sentences, 1)]
     where = path or "<stdin>"
+    try:
+        raw = open(path, "rb").read() if path else sys.stdin.buffer.read()
+    except OSError as err:
+        raise SystemExit(f"error: cannot read {where}: {err.strerror or err}") from None
     if not raw:
         raise SystemExit(f"error: no input in {where}: give sentences as arguments, input=FILE, or lines on stdin")
     lines = raw.split(b"\n")
@@ -56,10 +63,19 @@ def read_input(path: Optional[str], sentences: list[str]) -> list[str]:
     out = []
     for n, line in enumerate(lines, 1):
         try:
-            out.append(line.decode("utf-8").rstrip("\r").strip())
+            text = line.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise SystemExit(f"error: {where} line {n}: invalid UTF-8 at byte {err.start}") from None
+            log.warning("%s line %d: invalid UTF-8 at byte %d; its output line is empty", where, n, err.start)
+            text = ""
+        out.append(_clean(text.rstrip("\r"), where, n))
     return out
+
+
+def _clean(text: str, where: str, n: int) -> str:
+    if _CONTROL.search(text):
+        log.warning("%s line %d: control characters (NUL, ...) replaced by spaces", where, n)
+        text = _CONTROL.sub(" ", text)
+    return text.strip()
 
 
 def format_output(hyps_per_line, tokenizer, nbest: int, scores: bool,
