@@ -132,15 +132,21 @@ def test_collate_masks_bos_eos():
     assert source_only.tgt_in is None and source_only.src_tokens.shape == (2, 3)
 
 
-def test_dataset_from_text_and_unk_rate():
+def test_dataset_from_text_and_unk_rate(caplog):
+    """R24: the unknown-token rate per side is reported, with a warning and advice above 1 %."""
     class Fake:
         def encode_src(self, texts):
             return [[1 if w == "?" else 4 for w in t.split()] for t in texts]
 
         encode_tgt = encode_src
 
-    data = TokenizedDataset.from_text(Fake(), ["a b ?", "c"], ["d", "e"], name="t")
+    with caplog.at_level("INFO", logger="nmt.data.dataset"):
+        data = TokenizedDataset.from_text(Fake(), ["a b ?", "c"], ["d", "e"], name="t")
     assert len(data) == 2 and data.unk_rate == {"src": 0.25, "tgt": 0.0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["t: 25.00% of src tokens are <unk>; train the tokenizer on this language pair, or set "
+                        "tokenizer.byte_fallback=true / raise tokenizer.character_coverage"]
+    assert "t: 0.000% of tgt tokens are <unk>" in caplog.text
     src, tgt = data[0]
     assert src.tolist() == [4, 4, 1] and tgt.tolist() == [4]
     assert data.subset([1]).src[0].tolist() == [4]

@@ -164,6 +164,33 @@ def test_prune_keeps_best_and_latest(tmp_path):
         "step-0000001", "step-0000004", "step-0000005"]
 
 
+def test_index_is_replaced_atomically_and_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """R4, R18: checkpoints.json is replaced through a temp file (never unlinked first); a save
+    that fails half way raises, leaves no half-written checkpoint and keeps the previous one."""
+    import os
+
+    import nmt.train.checkpoint as module
+
+    _, _, first = _save(tmp_path, "step-0000001", 1)
+    module.write_index(tmp_path, {"latest": "step-0000001"})
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((str(a), str(b))), real_replace(a, b))[1])
+    module.write_index(tmp_path, {"latest": "step-0000001", "best": "step-0000001"})
+    assert replaced and replaced[-1][1] == str(tmp_path / module.INDEX) and replaced[-1][0] != replaced[-1][1]
+    assert module.read_index(tmp_path)["best"] == "step-0000001"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_write_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _save(tmp_path, "step-0000002", 2)
+    assert [p.name for p in module.complete_checkpoints(tmp_path)] == ["step-0000001"]
+    assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / "step-0000002").exists()
+    assert module.load_trainer_state(first)["progress"]["step"] == 1
+
+
 class _Payload:
     """Unpickling this would call ``open(path, "w")``: a stand-in for arbitrary code."""
 
