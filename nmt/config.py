@@ -72,6 +72,13 @@ class DataConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
 
+ATTENTION_SCORES = ("additive", "concat", "dot", "general", "scaled_dot", "cosine", "location")
+ATTENTION_WINDOWS = ("global", "local_m", "local_p")
+RNN_STYLES = ("bahdanau", "luong")
+RNN_TYPES = ("gru", "lstm")
+SCHEDULERS = ("inverse_sqrt", "constant", "noam", "cosine", "linear")
+
+
 @dataclass
 class AttentionConfig:
     """RNN attention: a score function and a window (Bahdanau et al. 2015; Luong et al. 2015 §3)."""
@@ -293,6 +300,59 @@ def to_config(cfg: Any) -> Config:
     if isinstance(obj, dict):  # hydra-internal keys stripped by the caller
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     return obj  # type: ignore[return-value]
+
+
+class ConfigError(ValueError):
+    """A combination of settings that cannot work; the message names the keys."""
+
+
+def validate(cfg: Config) -> None:
+    """Check combinations that the schema cannot express, before any work starts.
+
+    Raises:
+        ConfigError: naming the key(s), the value(s) and what would work.
+    """
+    m, t, o, s = cfg.model, cfg.train, cfg.optim, cfg.search
+    problems = []
+    if m.arch not in ("transformer", "rnn"):
+        problems.append(f"model.arch={m.arch!r}: expected transformer or rnn")
+    if m.arch == "transformer":
+        if m.num_heads < 1 or m.d_model % m.num_heads:
+            problems.append(f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}")
+        default = AttentionConfig()
+        if (m.attention.window, m.attention.score) != (default.window, default.score):
+            problems.append(f"model.attention (score={m.attention.score}, window={m.attention.window}) configures "
+                            "RNN attention, but model.arch=transformer uses multi-head scaled dot-product "
+                            "attention; use model=rnn for Luong/Bahdanau/local attention")
+    if m.arch == "rnn":
+        if m.rnn_type not in RNN_TYPES:
+            problems.append(f"model.rnn_type={m.rnn_type!r}: expected one of {RNN_TYPES}")
+        if m.decoder.style not in RNN_STYLES:
+            problems.append(f"model.decoder.style={m.decoder.style!r}: expected one of {RNN_STYLES}")
+        if m.hidden_size % 2:
+            problems.append(f"model.hidden_size={m.hidden_size} must be even: each encoder direction gets half")
+        if m.attention.score not in ATTENTION_SCORES:
+            problems.append(f"model.attention.score={m.attention.score!r}: expected one of {ATTENTION_SCORES}")
+        if m.attention.window not in ATTENTION_WINDOWS:
+            problems.append(f"model.attention.window={m.attention.window!r}: expected one of {ATTENTION_WINDOWS}")
+        if m.attention.window != "global" and m.attention.window_size < 1:
+            problems.append(f"model.attention.window_size={m.attention.window_size}: local attention needs D >= 1")
+    if m.share_embeddings and not cfg.data.tokenizer.joint:
+        problems.append("model.share_embeddings=true needs one joint vocabulary: set data.tokenizer.joint=true "
+                        "or model.share_embeddings=false")
+    if o.scheduler not in SCHEDULERS:
+        problems.append(f"optim.scheduler={o.scheduler!r}: expected one of {SCHEDULERS}")
+    if o.scheduler in ("cosine", "linear") and t.max_steps <= o.warmup_steps:
+        problems.append(f"optim.scheduler={o.scheduler} decays over train.max_steps, which must be larger than "
+                        f"optim.warmup_steps={o.warmup_steps} (got {t.max_steps})")
+    if t.max_tokens <= 0 or t.update_freq < 1:
+        problems.append(f"train.max_tokens={t.max_tokens} must be > 0 and train.update_freq={t.update_freq} >= 1")
+    if s.beam_size < 1 or s.nbest < 1 or s.nbest > s.beam_size:
+        problems.append(f"search.beam_size={s.beam_size}, search.nbest={s.nbest}: need 1 <= nbest <= beam_size")
+    if cfg.data.src_lang == cfg.data.tgt_lang:
+        problems.append(f"data.src_lang and data.tgt_lang are both {cfg.data.src_lang!r}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -57,6 +57,34 @@ def test_bad_enum_value_fails():
         _compose(["data.on_empty=sometimes"])
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS + [None])
+def test_shipped_configs_are_valid(experiment):
+    from nmt.config import validate
+
+    validate(to_config(_compose([f"experiment={experiment}"] if experiment else [])))
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["model.num_heads=3"], "model.d_model=256 is not divisible by model.num_heads=3"),
+    (["model.attention.window=local_p"], "model.attention (score=additive, window=local_p) configures RNN attention"),
+    (["model=rnn", "model.hidden_size=511"], "model.hidden_size=511 must be even"),
+    (["model=rnn", "model.attention.score=dotty"], "model.attention.score='dotty'"),
+    (["model=rnn", "model.decoder.style=graves"], "model.decoder.style='graves'"),
+    (["optim.scheduler=cosine"], "optim.scheduler=cosine decays over train.max_steps"),
+    (["search.nbest=6", "search.beam_size=5"], "need 1 <= nbest <= beam_size"),
+    (["data.tgt_lang=en"], "data.src_lang and data.tgt_lang are both 'en'"),
+    (["model.share_embeddings=true", "data.tokenizer.joint=false"], "model.share_embeddings=true needs one joint"),
+])
+def test_impossible_combinations_fail_before_any_work_naming_the_key(overrides, named):
+    """Combinations the schema cannot express are refused by nmt.config.validate, which nmt-train
+    calls before reading data (every message names the key)."""
+    from nmt.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(to_config(_compose(overrides)))
+    assert named in str(info.value)
+
+
 def test_yaml_round_trip():
     cfg = to_config(_compose(["experiment=multi30k_transformer", "data.src_lang=de", "data.tgt_lang=en"]))
     again = config_from_yaml(config_to_yaml(cfg))
@@ -101,3 +129,19 @@ def test_a_wheel_ships_the_hydra_configs(tmp_path):
     for yaml in Path(CONF).rglob("*.yaml"):
         assert "nmt/conf/" + yaml.relative_to(CONF).as_posix() in names
     assert "nmt/cli/train.py" in names and not any(n.startswith("conf/") for n in names)
+
+
+def test_nmt_train_refuses_an_impossible_combination_before_reading_data(tmp_path):
+    """nmt-train exits 2 with the key named, without touching data (the data dir does not exist)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    script = shutil.which("nmt-train") or str(Path(sys.executable).parent / "nmt-train")
+    env = dict(os.environ, NMT_DATA_DIR=str(tmp_path / "no-data-here"))
+    proc = subprocess.run([script, "model.num_heads=3", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "model.d_model=256 is not divisible by model.num_heads=3" in proc.stdout + proc.stderr
+    assert "no-data-here" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr

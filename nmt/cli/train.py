@@ -34,7 +34,7 @@ def run(cfg_node) -> dict:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from nmt.config import to_config
+    from nmt.config import ConfigError, to_config, validate
     from nmt.data.corpus import DataError
     from nmt.train.checkpoint import CheckpointError
     from nmt.train.data import prepare_data
@@ -43,6 +43,11 @@ def run(cfg_node) -> dict:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = to_config(cfg_node)
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        log.error("%s", err)
+        sys.exit(2)
     log.info("run directory: %s", run_dir)
     try:
         data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=cfg.train.eval_test)

@@ -15,12 +15,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.attention import Memory
+from nmt.config import RNN_STYLES
 from nmt.models.embeddings import TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 from nmt.models.rnn_attention import RNNAttention
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
-STYLES = ("bahdanau", "luong")
+STYLES = RNN_STYLES
 
 
 def _rnn_class(rnn_type: str) -> type[nn.RNNBase]:

@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by nmt.config.validate
+from nmt.config import ATTENTION_WINDOWS as WINDOWS
 from nmt.models.attention import Attention, Memory
-
-SCORES = ("additive", "concat", "dot", "general", "scaled_dot", "cosine", "location")
-WINDOWS = ("global", "local_m", "local_p")
 
 
 class AttentionResult(NamedTuple):
