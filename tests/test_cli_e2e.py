@@ -181,3 +181,30 @@ def test_align_writes_pharaoh_and_scores_against_the_hand_made_gold_set(trained_
     nogold = subprocess.run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", "head=best"],
                             capture_output=True, text=True, env=env)
     assert nogold.returncode != 0 and "head=best needs gold" in nogold.stderr
+
+
+def test_translate_fuzzed_input_gives_one_output_line_per_input_line(trained_run):
+    """R25: random unicode and bytes through the whole nmt-translate path (in process, greedy):
+    never a crash, always one output line per input line."""
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nmt.cli.translate import main
+
+    run_dir, _, _ = trained_run
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(lines=st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=20).map(
+        lambda b: b.decode("latin-1"))), min_size=1, max_size=6),
+        junk=st.binary(max_size=6))
+    def check(lines, junk):
+        data = "\n".join(t.replace("\n", " ") for t in lines).encode("utf-8") + junk.replace(b"\n", b"") + b"\n"
+        with tempfile.TemporaryDirectory() as d:
+            src, out = Path(d) / "in.txt", Path(d) / "out.txt"
+            src.write_bytes(data)
+            main([f"ckpt={run_dir}", f"input={src}", f"output={out}", "beam_size=1"])
+            assert out.read_text(encoding="utf-8").count("\n") == data.count(b"\n")
+
+    check()
