@@ -107,6 +107,22 @@ def test_translate_errors_are_clear(trained_run, tmp_path):
     proc = subprocess.run([_script("nmt-translate"), f"ckpt={run_dir}"], input="", capture_output=True, text=True,
                           env=env)
     assert proc.returncode != 0 and "no input" in proc.stderr
+    # R12: a newer format version and a truncated weights file: one line, non-zero, no traceback
+    from nmt.train.checkpoint import resolve_checkpoint
+
+    bad = tmp_path / "bad"
+    shutil.copytree(resolve_checkpoint(run_dir), bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    (bad / "meta.json").write_text(json.dumps(dict(meta, format_version=99)))
+    for problem, expected in (("newer", "newer than this nmt supports"), ("truncated", "model.safetensors")):
+        if problem == "truncated":
+            (bad / "meta.json").write_text(json.dumps(meta))
+            weights = (bad / "model.safetensors").read_bytes()
+            (bad / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+        proc = subprocess.run([_script("nmt-translate"), f"ckpt={bad}", "x"], capture_output=True, text=True, env=env)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and len(errors) == 1 and expected in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_evaluate_prints_bleu_with_signatures(trained_run, tmp_path):
