@@ -2,6 +2,7 @@
 (RELIABILITY.md R6-R9, R13, R17), in process on a small synthetic reverse task."""
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -334,3 +335,27 @@ def test_same_seed_gives_identical_checkpoints_and_another_seed_does_not(tmp_pat
         weights[name] = (ckpt / "model.safetensors").read_bytes()
     assert weights["a"] == weights["b"]
     assert weights["a"] != weights["c"]
+
+
+def test_a_full_disk_at_save_time_is_reported_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """R18: a save that fails (disk full) stops training with a message naming the directory
+    and the intact previous checkpoint; re-running resumes from that one."""
+    import nmt.train.checkpoint as module
+
+    trainer = _trainer(tmp_path, max_steps=12, save_every_steps=4)
+    real = module._write_file
+
+    def full_after_step_4(path, data):
+        if trainer.progress.step > 4:
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(module, "_write_file", full_after_step_4)
+    with pytest.raises(RunDirError, match=r"No space left on device; the previous checkpoint \(step-0000004\) "
+                                          r"is intact"):
+        trainer.train()
+    monkeypatch.setattr(module, "_write_file", real)
+    again = _trainer(tmp_path, max_steps=12, save_every_steps=4)
+    assert again.progress.step == 4
+    meta = json.loads((again.resumed_from / "meta.json").read_text())
+    assert len(meta["config_sha256"]) == 64

@@ -3,6 +3,7 @@ early stopping, checkpoints and TensorBoard."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from nmt.attention_maps import attention_statistics, collect_attention
-from nmt.config import Config, config_from_yaml
+from nmt.config import Config, config_from_yaml, config_to_yaml
 from nmt.data.batch import Batch
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
 from nmt.evaluate import score_corpus, translate_texts
@@ -605,14 +606,26 @@ class Trainer:
                 "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
 
     def save(self, best: bool, scores: dict) -> Path:
-        """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best)."""
+        """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best).
+
+        Raises:
+            RunDirError: the checkpoint cannot be written (disk full, permissions); the message
+                names the directory and the previous checkpoint, which is left intact (R18).
+        """
         p = self.progress
         if self._start is not None:
             p.train_seconds = time.monotonic() - self._start
         name = f"step-{p.step:07d}"
-        meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params}
-        path = ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
-                                       self.trainer_state())
+        meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params,
+                "config_sha256": hashlib.sha256(config_to_yaml(self.cfg).encode()).hexdigest()}
+        try:
+            path = ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
+                                           self.trainer_state())
+        except OSError as err:
+            previous = ckpt_io.read_index(self.ckpt_dir).get("latest", "none")
+            raise RunDirError(f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
+                              f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
+                              "once there is room") from err
         index = ckpt_io.read_index(self.ckpt_dir)
         index["latest"] = name
         self._last_saved_step = p.step
