@@ -12,6 +12,8 @@ import pytest
 
 from test_cli_e2e import _script
 
+pytestmark = pytest.mark.slow  # real-data training subprocesses (about 2 minutes in all); CI runs them
+
 
 def _start(run_dir: Path, tmp: Path, data: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, NMT_DATA_DIR=str(data))
