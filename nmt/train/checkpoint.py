@@ -84,6 +84,9 @@ def save_checkpoint(ckpt_root: Path, name: str, model: torch.nn.Module, cfg: Con
         meta = dict(meta, format_version=FORMAT_VERSION, nmt_version=nmt.__version__, torch_version=torch.__version__,
                     tokenizer_sha256=tokenizer.sha256())
         _write_file(tmp / "meta.json", json.dumps(meta, indent=2, default=str).encode())
+        for written in tmp.iterdir():  # safetensors and torch.save do not fsync their files
+            with open(written, "rb") as f:
+                os.fsync(f.fileno())
         _write_file(tmp / MARKER, b"ok\n")
         fsync_dir(tmp)
         if final.exists():
