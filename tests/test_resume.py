@@ -15,33 +15,9 @@ from nmt.data.dataset import TokenizedDataset
 from nmt.train import checkpoint as ckpt_io
 from nmt.train.data import PreparedData
 from nmt.train.trainer import RunDirError, Trainer, TrainingDiverged, TrainingInterrupted
+from test_train_parts import IntTok
 
 VOCAB = 30
-
-
-class _Tok:
-    """Whitespace integers <-> ids (offset 4 past the specials); enough for the trainer."""
-
-    src_vocab_size = tgt_vocab_size = VOCAB
-
-    def encode_src(self, texts):
-        return [[4 + int(w) for w in t.split()] for t in texts]
-
-    encode_tgt = encode_src
-
-    def decode_tgt(self, ids):
-        return [" ".join(str(i - 4) for i in seq) for seq in ids]
-
-    def src_pieces(self, ids):
-        return [f"\u2581{i}" for i in ids]
-
-    tgt_pieces = src_pieces
-
-    def to_bytes(self):
-        return {"spm.model": b"fake"}
-
-    def sha256(self):
-        return "0" * 64
 
 
 def _data() -> PreparedData:
@@ -50,7 +26,7 @@ def _data() -> PreparedData:
     tgt = [s[::-1] for s in src]
     valid_src = [" ".join(str(i - 4) for i in s) for s in src[:3]]
     valid = ParallelText(valid_src, [" ".join(reversed(s.split())) for s in valid_src], [1, 2, 3])
-    return PreparedData(_Tok(), TokenizedDataset(src, tgt), valid, None)
+    return PreparedData(IntTok(), TokenizedDataset(src, tgt), valid, None)
 
 
 MODELS = {
