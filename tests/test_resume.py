@@ -186,19 +186,19 @@ def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monk
     import nmt.train.trainer as trainer_module
     from safetensors.torch import load_file
 
-    real = trainer_module.label_smoothed_nll
+    real = trainer_module.linear_label_smoothed_nll  # the fp32 training loss
     poisoned: set[int] = {3}
     calls: list[int] = []
 
-    def maybe_nan(logits, target, eps):
-        loss, nll = real(logits, target, eps)
-        if logits.requires_grad:  # training updates only, not validation
+    def maybe_nan(features, weight, bias, target, eps):
+        loss, nll = real(features, weight, bias, target, eps)
+        if features.requires_grad:  # training updates only, not validation
             calls.append(1)
             if len(calls) in poisoned:
                 return loss * float("nan"), nll
         return loss, nll
 
-    monkeypatch.setattr(trainer_module, "label_smoothed_nll", maybe_nan)
+    monkeypatch.setattr(trainer_module, "linear_label_smoothed_nll", maybe_nan)
     trainer = _trainer(tmp_path / "a", max_steps=6, max_epochs=10, preflight=False)  # count updates only
     update, skipped = trainer._update, []
 

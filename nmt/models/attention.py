@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nmt.models.dropout import dropout as apply_dropout
+
 
 class Memory(NamedTuple):
     """Projected keys and values of one attention module.
@@ -55,7 +57,7 @@ def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], 
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    dropped = F.dropout(weights, dropout, training=dropout > 0) if dropout > 0 else weights
+    dropped = apply_dropout(weights, dropout, training=dropout > 0)
     return torch.matmul(dropped, v), weights
 
 
@@ -132,8 +134,11 @@ class MultiHeadAttention(Attention):
         q = self._split(self.q_proj(query))
         mask4 = expand_mask(mask)
         p = self.dropout if self.training else 0.0
-        if need_weights:
+        if need_weights or p > 0:
+            # explicit path: the weights are wanted, or attention dropout is on (the fused CPU
+            # kernel has no dropout and would fall back to a slower reference implementation)
             ctx, weights = scaled_dot_product(q, memory.keys, memory.values, mask4, p, causal)
+            weights = weights if need_weights else None
         else:
             weights = None
             use_causal = causal and q.size(2) == memory.keys.size(2) and mask4 is None

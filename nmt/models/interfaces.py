@@ -50,15 +50,20 @@ class DecoderOutput:
     """Result of a decoder call.
 
     Attributes:
-        logits: ``(B, T, V)`` unnormalised scores of the next token.
+        logits: ``(B, T, V)`` unnormalised scores of the next token; None when the decoder was
+            called with ``features_only=True``.
         attn: ``(B, H, T, S)`` cross-attention weights of the alignment layer, or None when
             not requested (H = 1 for RNN attention).
         extra: optional tensors for inspection (e.g. all layers' weights), keyed by name.
+        features: ``(B, T, D_out)`` the input of the output projection, set only with
+            ``features_only=True`` (the trainer then fuses projection and loss, see
+            :meth:`Decoder.output_projection`).
     """
 
-    logits: Tensor
+    logits: Optional[Tensor]
     attn: Optional[Tensor] = None
     extra: dict[str, Tensor] = field(default_factory=dict)
+    features: Optional[Tensor] = None
 
 
 class Encoder(nn.Module):
@@ -82,6 +87,10 @@ class Decoder(nn.Module):
       attention (the incremental-equals-full test). ``all_attn`` puts every layer's
       cross-attention ``(B,H,T,S)`` in ``extra['cross_attn.<i>']`` (and self-attention
       ``(B,H,T,T)`` in ``extra['self_attn.<i>']`` where the decoder has it).
+      ``features_only=True`` skips the output projection and returns its input in
+      ``DecoderOutput.features`` (logits None).
+    * ``output_projection() -> (weight (V, D_out), bias (V,) or None)``: the final linear layer,
+      so that ``logits = F.linear(features, weight, bias)``.
     """
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:  # pragma: no cover
@@ -89,5 +98,10 @@ class Decoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False, incremental: bool = False,
-                all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:  # pragma: no cover
+                all_attn: bool = False, features_only: bool = False
+                ) -> tuple[DecoderOutput, DecoderState]:  # pragma: no cover
+        raise NotImplementedError
+
+    def output_projection(self) -> tuple[Tensor, Optional[Tensor]]:  # pragma: no cover
+        """``(weight (V, D_out), bias (V,) or None)`` of the output layer."""
         raise NotImplementedError

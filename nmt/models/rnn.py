@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.attention import Memory
 from nmt.config import RNN_STYLES
+from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 from nmt.models.rnn_attention import RNNAttention
@@ -52,12 +53,12 @@ class RNNEncoder(Encoder):
                 need_weights: bool = False) -> EncoderOutput:
         """src_tokens ``(B,S)`` -> annotations ``(B,S,2·H/2)``; ``need_weights`` is accepted for the
         encoder contract and ignored (a recurrent encoder has no self-attention)."""
-        x = F.dropout(self.embed(src_tokens), self.dropout, self.training)
+        x = apply_dropout(self.embed(src_tokens), self.dropout, self.training)
         packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src_tokens.size(1))
         backward_first = out[:, 0, self.hidden_size :]
-        out = F.dropout(out, self.dropout, self.training)
+        out = apply_dropout(out, self.dropout, self.training)
         return EncoderOutput(out, src_mask, src_lengths, {"backward_first": backward_first})
 
 
@@ -116,11 +117,11 @@ class RNNDecoder(Decoder):
         return DecoderState(0, cache)
 
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False, incremental: bool = False,
-                all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:
+                all_attn: bool = False, features_only: bool = False) -> tuple[DecoderOutput, DecoderState]:
         """tgt_in ``(B,T)`` -> logits ``(B,T,V)``, attention ``(B,1,T,S)`` when asked, window centres
         p_t in ``extra['positions']`` ``(B,T)`` for local attention."""
         cache = state.cache
-        emb = F.dropout(self.embed(tgt_in), self.dropout, self.training)  # (B,T,E)
+        emb = apply_dropout(self.embed(tgt_in), self.dropout, self.training)  # (B,T,E)
         hx = cache["hidden"].transpose(0, 1).contiguous()  # (L,B,H)
         if self.is_lstm:
             hx = (hx, cache["cell"].transpose(0, 1).contiguous())
@@ -144,8 +145,9 @@ class RNNDecoder(Decoder):
             outputs.append(o)
             weights.append(w)
             centres.append(p)
-        x = F.dropout(torch.stack(outputs, 1), self.dropout, self.training)
-        logits = self._logits(x)
+        x = apply_dropout(torch.stack(outputs, 1), self.dropout, self.training)
+        if self.pre_output is not None:
+            x = self.pre_output(x)
         attn = torch.cat(weights, dim=2) if (need_attn or all_attn) else None
         extra = {} if centres[0] is None else {"positions": torch.cat(centres, dim=1)}
         if all_attn:
@@ -159,14 +161,16 @@ class RNNDecoder(Decoder):
             if self.input_feeding:
                 new_cache["feed"] = feed
             new_state = DecoderState(state.step + tgt_in.size(1), new_cache)
-        return DecoderOutput(logits, attn, extra), new_state
+        if features_only:
+            return DecoderOutput(None, attn, extra, features=x), new_state
+        return DecoderOutput(F.linear(x, *self.output_projection()), attn, extra), new_state
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def output_projection(self) -> tuple[Tensor, Optional[Tensor]]:
+        """``(weight (V, D_out), bias)``: the separate projection with its bias, or the tied
+        embedding matrix (no bias; ``pre_output`` maps the features to the embedding size first)."""
         if self.output_proj is not None:
-            return self.output_proj(x)
-        if self.pre_output is not None:
-            x = self.pre_output(x)
-        return F.linear(x, self.embed.weight)
+            return self.output_proj.weight, self.output_proj.bias
+        return self.embed.weight, None
 
 
 def check_rnn_options(rnn_type: str, style: str, hidden_size: int) -> None:

@@ -30,15 +30,18 @@ class Seq2Seq(nn.Module):
         return self.decoder.init_state(enc)
 
     def forward(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor, tgt_in: Tensor,
-                need_attn: bool = False, all_attn: bool = False) -> DecoderOutput:
+                need_attn: bool = False, all_attn: bool = False, features_only: bool = False) -> DecoderOutput:
         """Teacher forcing: src ``(B,S)``, tgt_in ``(B,T)`` -> logits ``(B,T,V)`` (+ attn ``(B,H,T,S)``).
 
         With ``all_attn`` the output's ``extra`` also holds every attention matrix: the
         decoder's ``cross_attn.<i>`` ``(B,H,T,S)`` and ``self_attn.<i>`` ``(B,H,T,T)``, and the
         encoder's ``encoder.self_attn.<i>`` ``(B,H,S,S)`` (what the alignment plots show).
+        With ``features_only`` the output carries the decoder's final features ``(B,T,D_out)``
+        instead of logits (see :func:`nmt.train.loss.linear_label_smoothed_nll`).
         """
         enc = self.encoder(src_tokens, src_lengths, src_mask, need_weights=all_attn)
-        out, _ = self.decoder(tgt_in, self.decoder.init_state(enc), need_attn=need_attn, all_attn=all_attn)
+        out, _ = self.decoder(tgt_in, self.decoder.init_state(enc), need_attn=need_attn, all_attn=all_attn,
+                              features_only=features_only)
         if all_attn:
             out.extra.update({f"encoder.{k}": v for k, v in enc.extra.items() if k.startswith("self_attn.")})
         return out

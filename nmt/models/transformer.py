@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.models.attention import Memory, MultiHeadAttention
+from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS = {"relu": lambda x: F.relu(x, inplace=True), "gelu": F.gelu}  # relu in place: one (B,T,F) tensor less
 
 
 class FeedForward(nn.Module):
@@ -32,7 +33,7 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.act(self.fc1(x))
         if self.activation_dropout > 0:
-            h = F.dropout(h, self.activation_dropout, self.training)
+            h = apply_dropout(h, self.activation_dropout, self.training)
         return self.fc2(h)
 
 
@@ -51,7 +52,7 @@ class Sublayer(nn.Module):
 
     def after(self, x: Tensor, h: Tensor) -> Tensor:
         """Residual connection around the sublayer output ``h`` ``(B,T,D)`` (+ LN with post-norm)."""
-        out = x + F.dropout(h, self.dropout, self.training)
+        out = x + apply_dropout(h, self.dropout, self.training)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -122,7 +123,7 @@ class TransformerEncoder(Encoder):
                 need_weights: bool = False) -> EncoderOutput:
         """With ``need_weights`` the self-attention weights ``(B,H,S,S)`` of each layer are in
         ``extra['self_attn.<i>']``."""
-        x = F.dropout(self.positions(self.embed(src_tokens)), self.dropout, self.training)
+        x = apply_dropout(self.positions(self.embed(src_tokens)), self.dropout, self.training)
         extra: dict[str, Tensor] = {}
         for i, layer in enumerate(self.layers):
             x, w = layer(x, src_mask, need_weights)
@@ -169,14 +170,16 @@ class TransformerDecoder(Decoder):
         return DecoderState(0, cache)
 
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False,
-                incremental: bool = False, all_attn: bool = False) -> tuple[DecoderOutput, DecoderState]:
+                incremental: bool = False, all_attn: bool = False, features_only: bool = False
+                ) -> tuple[DecoderOutput, DecoderState]:
         """tgt_in ``(B,T)`` at positions ``state.step ..`` -> logits ``(B,T,V)``, alignment-layer
         cross-attention ``(B,H,T,S)`` when ``need_attn``. With ``incremental`` the self-attention
         keys/values are appended to the returned state; otherwise the state is returned as is.
-        ``all_attn`` adds every layer's ``self_attn.<i>`` and ``cross_attn.<i>`` weights to ``extra``."""
+        ``all_attn`` adds every layer's ``self_attn.<i>`` and ``cross_attn.<i>`` weights to ``extra``.
+        ``features_only`` returns the final hidden states ``(B,T,D)`` as ``features`` instead of logits."""
         cache = state.cache
         new_cache = dict(cache) if incremental else cache
-        x = F.dropout(self.positions(self.embed(tgt_in), offset=state.step), self.dropout, self.training)
+        x = apply_dropout(self.positions(self.embed(tgt_in), offset=state.step), self.dropout, self.training)
         attn = None
         extra: dict[str, Tensor] = {}
         for i, layer in enumerate(self.layers):
@@ -200,10 +203,15 @@ class TransformerDecoder(Decoder):
                 extra[f"self_attn.{i}"], extra[f"cross_attn.{i}"] = self_w, cross_w
         if self.final_norm is not None:
             x = self.final_norm(x)
-        weight = self.embed.weight if self.output_proj is None else self.output_proj.weight
-        logits = F.linear(x, weight)
         new_state = DecoderState(state.step + tgt_in.size(1), new_cache) if incremental else state
-        return DecoderOutput(logits, attn, extra), new_state
+        if features_only:
+            return DecoderOutput(None, attn, extra, features=x), new_state
+        weight, _ = self.output_projection()
+        return DecoderOutput(F.linear(x, weight), attn, extra), new_state
+
+    def output_projection(self) -> tuple[Tensor, Optional[Tensor]]:
+        """``(weight (V, D), None)``: the tied embedding matrix or the separate projection (no bias)."""
+        return (self.embed.weight if self.output_proj is None else self.output_proj.weight), None
 
     @staticmethod
     def _norm_in(layer: DecoderLayer, x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from nmt.attention_maps import attention_statistics, collect_attention
 from nmt.config import Config, config_from_yaml, config_to_yaml
@@ -31,7 +32,7 @@ from nmt.models import build_model, count_parameters
 from nmt.search import Hypothesis
 from nmt.train import checkpoint as ckpt_io
 from nmt.train.data import PreparedData
-from nmt.train.loss import label_smoothed_nll
+from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
 from nmt.train.monitor import Monitor, format_scalars, samples_markdown
 from nmt.train.optim import build_optimizer, build_scheduler
 
@@ -254,6 +255,22 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
+    def _loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Teacher-forced ``(loss_sum, nll_sum)`` of one batch (label smoothing from the config).
+
+        In fp32 the output projection and the loss are fused
+        (:func:`~nmt.train.loss.linear_label_smoothed_nll`: the ``(B, T, V)`` logits are never
+        materialised); under bf16/fp16 autocast the logits are computed and cast to float32.
+        """
+        eps = self.cfg.train.label_smoothing
+        with self._autocast():
+            if self.cfg.train.precision == "fp32":
+                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, features_only=True)
+                weight, bias = self.model.decoder.output_projection()
+                return linear_label_smoothed_nll(out.features, weight, bias, batch.tgt_out, eps)
+            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+            return label_smoothed_nll(out.logits, batch.tgt_out, eps)
+
     def preflight(self) -> None:
         """Run forward and backward on the epoch's largest batch (most padded tokens) before the
         first update, so a token budget that does not fit in memory fails at once with advice
@@ -272,9 +289,7 @@ class Trainer:
         rng = _rng_state()
         self.model.train()
         try:
-            with self._autocast():
-                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-                loss, _ = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            loss, _ = self._loss(batch)
             loss.backward()
         except RuntimeError as err:
             if not is_out_of_memory(err):
@@ -406,9 +421,7 @@ class Trainer:
         p = self.progress
         try:
             for batch in group:
-                with self._autocast():
-                    out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-                    loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, tc.label_smoothing)
+                loss, nll = self._loss(batch)
                 scaled = loss / ntokens
                 (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
                 total_loss += float(loss.detach())
@@ -417,7 +430,7 @@ class Trainer:
             if not is_out_of_memory(err):
                 raise
             # R15: skip the update, say which batch; parameters and step count untouched
-            out = loss = nll = None
+            loss = nll = None
             self.optimizer.zero_grad(set_to_none=True)
             _free_memory()
             p.oom_skips += 1
@@ -513,8 +526,7 @@ class Trainer:
         ntokens = 0
         for indices in sampler:
             batch = make_batch(ds, indices).to(self.device)
-            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
-            loss, nll = label_smoothed_nll(out.logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            loss, nll = self._loss(batch)
             loss_sum += float(loss)
             nll_sum += float(nll)
             ntokens += batch.ntokens
