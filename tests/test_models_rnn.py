@@ -135,3 +135,31 @@ def test_rnn_beam_batch_equals_single_and_beam1_equals_greedy(style, window):
     beam1 = beam_search(model, Batch.collate(SOURCES), beam_size=1, length_penalty=0.0)
     greedy = greedy_search(model, Batch.collate(SOURCES))
     assert [h[0].tokens for h in beam1] == [h[0].tokens for h in greedy]
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_cell_equals_the_torch_rnn_module(rnn_type, layers):
+    """The decoder's hand-unrolled first layer (input projection precomputed) and fused cells
+    above it compute exactly what nn.GRU / nn.LSTM compute for one step (dropout off)."""
+    torch.manual_seed(0)
+    model = rnn_model("luong", "general", "global", rnn_type=rnn_type, layers=layers).eval()
+    dec = model.decoder
+    bsz, size = 3, dec.hidden_size
+    x = torch.randn(bsz, dec.rnn.input_size)
+    h0 = torch.randn(layers, bsz, size)
+    c0 = torch.randn(layers, bsz, size)
+    if rnn_type == "gru":
+        want, h_want = dec.rnn(x[:, None], h0)
+        cells = None
+    else:
+        want, (h_want, c_want) = dec.rnn(x[:, None], (h0, c0))
+        cells = list(c0.unbind(0))
+    hidden = list(h0.unbind(0))
+    gates_in = torch.nn.functional.linear(x, dec.rnn.weight_ih_l0, dec.rnn.bias_ih_l0)
+    with torch.no_grad():
+        dec._cell(gates_in, hidden, cells)
+    torch.testing.assert_close(hidden[-1], want[:, 0].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.stack(hidden), h_want.detach(), rtol=1e-5, atol=1e-6)
+    if cells is not None:
+        torch.testing.assert_close(torch.stack(cells), c_want.detach(), rtol=1e-5, atol=1e-6)

@@ -122,48 +122,93 @@ class RNNDecoder(Decoder):
         p_t in ``extra['positions']`` ``(B,T)`` for local attention."""
         cache = state.cache
         emb = apply_dropout(self.embed(tgt_in), self.dropout, self.training)  # (B,T,E)
-        hx = cache["hidden"].transpose(0, 1).contiguous()  # (L,B,H)
-        if self.is_lstm:
-            hx = (hx, cache["cell"].transpose(0, 1).contiguous())
+        hidden = list(cache["hidden"].unbind(1))  # L x (B,H)
+        cells = list(cache["cell"].unbind(1)) if self.is_lstm else None
         feed = cache.get("feed")
-        memory, mask = Memory(cache["keys"], cache["values"]), cache["src_mask"]
-        outputs, weights, centres = [], [], []
-        for t in range(tgt_in.size(1)):
-            pos = torch.full((1,), state.step + t, dtype=torch.long, device=tgt_in.device)
-            y = emb[:, t]
+        memory, mask = Memory(cache["keys"][:, 0], cache["values"][:, 0]), cache["src_mask"]  # (B,S,.)
+        steps = tgt_in.size(1)
+        positions = (torch.arange(state.step, state.step + steps, device=tgt_in.device)
+                     if self.attention.window == "local_m" else None)
+        states, contexts, feeds, weights, centres = [], [], [], [], []
+        # per target position: one attention call and one cell call (plus W_c for input feeding);
+        # embeddings are split once (unbind: no per-step gradient of the whole (B,T,E) tensor)
+        # and everything that does not feed back is computed for all positions after the loop
+        # the embedding part of the first layer's input projection, for all positions in one matmul
+        emb_dim = emb.size(-1)
+        gates_y = F.linear(emb, self.rnn.weight_ih_l0[:, :emb_dim], self.rnn.bias_ih_l0).unbind(1)  # T x (B,G)
+        w_rest = self.rnn.weight_ih_l0[:, emb_dim:]  # (G, Dv) Bahdanau context / (G, H) input feeding
+        for t in range(steps):
+            pos = None if positions is None else positions[t:t + 1]
             if self.style == "bahdanau":
-                top = (hx[0] if self.is_lstm else hx)[-1]  # s_{t-1} (B,H)
-                ctx, w, p = self.attention.attend_full(top[:, None], memory, mask, pos)
-                out, hx = self.rnn(torch.cat([y, ctx[:, 0]], -1)[:, None], hx)
-                o = torch.tanh(self.readout(torch.cat([out[:, 0], ctx[:, 0], y], -1)))
+                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from s_{t-1}
+                ctx = ctx[:, 0]
+                self._cell(torch.addmm(gates_y[t], ctx, w_rest.t()), hidden, cells)
             else:
-                rnn_in = torch.cat([y, feed], -1) if self.input_feeding else y
-                out, hx = self.rnn(rnn_in[:, None], hx)
-                ctx, w, p = self.attention.attend_full(out, memory, mask, pos)
-                o = torch.tanh(self.readout(torch.cat([ctx[:, 0], out[:, 0]], -1)))
-                feed = o
-            outputs.append(o)
+                gates = torch.addmm(gates_y[t], feed, w_rest.t()) if self.input_feeding else gates_y[t]
+                self._cell(gates, hidden, cells)
+                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from h_t
+                ctx = ctx[:, 0]
+                if self.input_feeding:
+                    feed = torch.tanh(self.readout(torch.cat([ctx, hidden[-1]], -1)))  # h~_t (eq. 5)
+                    feeds.append(feed)
+            states.append(hidden[-1])
+            contexts.append(ctx)
             weights.append(w)
             centres.append(p)
-        x = apply_dropout(torch.stack(outputs, 1), self.dropout, self.training)
-        if self.pre_output is not None:
-            x = self.pre_output(x)
+        if self.style == "bahdanau":
+            o = torch.tanh(self.readout(torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), emb], -1)))
+        elif self.input_feeding:
+            o = torch.stack(feeds, 1)
+        else:
+            o = torch.tanh(self.readout(torch.cat([torch.stack(contexts, 1), torch.stack(states, 1)], -1)))
+        x = apply_dropout(o, self.dropout, self.training)
         attn = torch.cat(weights, dim=2) if (need_attn or all_attn) else None
         extra = {} if centres[0] is None else {"positions": torch.cat(centres, dim=1)}
         if all_attn:
             extra["cross_attn.0"] = attn
         new_state = state
         if incremental:
-            h = hx[0] if self.is_lstm else hx
-            new_cache = dict(cache, hidden=h.transpose(0, 1))
+            new_cache = dict(cache, hidden=torch.stack(hidden, 1))
             if self.is_lstm:
-                new_cache["cell"] = hx[1].transpose(0, 1)
+                new_cache["cell"] = torch.stack(cells, 1)
             if self.input_feeding:
                 new_cache["feed"] = feed
-            new_state = DecoderState(state.step + tgt_in.size(1), new_cache)
+            new_state = DecoderState(state.step + steps, new_cache)
+        if self.pre_output is not None:
+            x = self.pre_output(x)
         if features_only:
             return DecoderOutput(None, attn, extra, features=x), new_state
         return DecoderOutput(F.linear(x, *self.output_projection()), attn, extra), new_state
+
+    def _cell(self, gates_in: Tensor, hidden: list[Tensor], cells: Optional[list[Tensor]]) -> None:
+        """One time step of the stacked decoder RNN, in place on the per-layer lists.
+
+        gates_in ``(B, G)``: the first layer's input projection W_ih x + b_ih, already computed
+        (its embedding part for all positions at once); hidden[l] (and cells[l]) ``(B, H)``.
+        The first layer applies the GRU/LSTM equations to it (PyTorch's gate order, the
+        ``nn.GRU``/``nn.LSTM`` parameters, so checkpoints are unchanged); higher layers call the
+        fused ``gru_cell``/``lstm_cell`` with dropout between layers as the module applies it.
+        """
+        h = hidden[0]
+        gates_h = F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
+        if cells is None:  # GRU: r, z = σ(.), n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = n + z ⊙ (h - n)
+            size = self.hidden_size
+            r, z = torch.sigmoid(gates_in[:, :2 * size] + gates_h[:, :2 * size]).chunk(2, dim=1)
+            n = torch.tanh(torch.addcmul(gates_in[:, 2 * size:], r, gates_h[:, 2 * size:]))
+            hidden[0] = torch.addcmul(n, z, h - n)
+        else:  # LSTM: i, f, g, o gates; c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')
+            i, f, g, o = (gates_in + gates_h).chunk(4, dim=1)
+            cells[0] = torch.addcmul(torch.sigmoid(f) * cells[0], torch.sigmoid(i), torch.tanh(g))
+            hidden[0] = torch.sigmoid(o) * torch.tanh(cells[0])
+        x = hidden[0]
+        for layer in range(1, self.num_layers):
+            x = apply_dropout(x, self.dropout, self.training)
+            params = [getattr(self.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if cells is None:
+                hidden[layer] = torch.gru_cell(x, hidden[layer], *params)
+            else:
+                hidden[layer], cells[layer] = torch.lstm_cell(x, (hidden[layer], cells[layer]), *params)
+            x = hidden[layer]
 
     def output_projection(self) -> tuple[Tensor, Optional[Tensor]]:
         """``(weight (V, D_out), bias)``: the separate projection with its bias, or the tied

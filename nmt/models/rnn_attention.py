@@ -114,13 +114,17 @@ class RNNAttention(Attention):
 
         Args:
             query: ``(B,T,Dq)`` decoder states.
-            memory: from :meth:`memory`.
+            memory: from :meth:`memory` (keys/values ``(B,1,S,.)``), or with the head axis
+                already removed (``(B,S,.)``): a decoder calling once per time step removes it
+                once, so the backward pass does not build a full-size gradient per step.
             mask: ``(B,S)`` bool, True at real source tokens.
             positions: ``(T,)`` long, the target positions t of the queries (needed by local-m).
         Raises:
             ValueError: local-m without ``positions``.
         """
-        keys, values = memory.keys[:, 0], memory.values[:, 0]
+        keys, values = memory  # (B,1,S,.) as the protocol has it, or already (B,S,.) (see RNNDecoder)
+        if keys.dim() == 4:
+            keys, values = keys[:, 0], values[:, 0]
         bsz, src_len = keys.shape[:2]
         if mask is None:
             mask = torch.ones(bsz, src_len, dtype=torch.bool, device=keys.device)
