@@ -231,7 +231,10 @@ class AttentionOutputConfig:
 class TranslateConfig:
     """``nmt-translate`` options (key=value on the command line)."""
 
-    ckpt: str = MISSING  # checkpoint directory or run directory (best checkpoint is used)
+    ckpt: Optional[str] = None  # checkpoint directory or run directory (best checkpoint is used); engine=torch
+    engine: str = "torch"  # torch | ctranslate2 (a model directory written by nmt-export, given as model=DIR)
+    model: Optional[str] = None  # CTranslate2 model directory (engine=ctranslate2)
+    compute_type: str = "default"  # CTranslate2 compute type (default: the stored weights' type; int8, float32, ...)
     input: Optional[str] = None  # file to translate; default: arguments, else stdin
     output: Optional[str] = None  # file to write; default: stdout
     beam_size: Optional[int] = None  # default: the checkpoint's search config
@@ -244,6 +247,17 @@ class TranslateConfig:
     attention: AttentionOutputConfig = field(default_factory=AttentionOutputConfig)
     device: str = "cpu"
     num_threads: int = 0
+
+
+@dataclass
+class ExportConfig:
+    """``nmt-export`` options: convert a checkpoint for another inference engine."""
+
+    ckpt: str = MISSING  # checkpoint directory or run directory (best checkpoint is used)
+    out: str = MISSING  # output directory
+    format: str = "ctranslate2"  # the only format so far
+    quantization: Optional[str] = None  # CTranslate2 weight type: int8, int16, float16, ... (default float32)
+    force: bool = False  # overwrite a non-empty out
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """``nmt-translate ckpt=DIR [key=value ...] [SENTENCE ...]``: translate sentences.
 
+``nmt-translate engine=ctranslate2 model=DIR ...`` translates with a model exported by
+``nmt-export`` (CTranslate2, C++; beam search and n-best, no alignments).
+
 Sentences come from the arguments (words without ``=``, or everything after ``--``), from
 ``input=FILE``, or from stdin, one per line; exactly one output line per input line in input
 order (an n-best block with ``nbest>1``). Needs only the checkpoint, and imports neither
@@ -143,11 +146,56 @@ def main(argv: Optional[list[str]] = None) -> None:
     opts, sentences = split_argv(argv)
     cfg: TranslateConfig = parse_cli(TranslateConfig, opts)
     lines = read_input(cfg.input, sentences)
+    for n, line in enumerate(lines, 1):
+        if not line:
+            log.warning("input line %d is empty; its output line is empty", n)
+    if cfg.engine == "ctranslate2":
+        out = translate_ctranslate2(cfg, lines)
+    elif cfg.engine == "torch":
+        out = translate_torch(cfg, lines)
+    else:
+        raise SystemExit(f"error: unknown engine={cfg.engine!r}; expected torch or ctranslate2")
+    text = "".join(line + "\n" for line in out)
+    if cfg.output:
+        from nmt.io import atomic_write_text
 
+        atomic_write_text(cfg.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def translate_ctranslate2(cfg, lines: list[str]) -> list[str]:
+    """Output lines from an exported CTranslate2 model (``model=DIR``); no alignments or figures."""
+    from nmt.export.ctranslate2 import CT2Translator, ExportError
+
+    if not cfg.model:
+        raise SystemExit("error: engine=ctranslate2 needs model=DIR (a directory written by nmt-export)")
+    if cfg.print_alignment or cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii:
+        raise SystemExit("error: alignments and attention figures need engine=torch and ckpt=...")
+    try:
+        tr = CT2Translator(cfg.model, device=cfg.device, compute_type=cfg.compute_type,
+                           intra_threads=max(cfg.num_threads, 0))
+    except (ExportError, RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    results = tr.translate(lines, beam_size=cfg.beam_size, length_penalty=cfg.length_penalty, nbest=cfg.nbest,
+                           batch_size=cfg.batch_size)
+    out = []
+    for i, hyps in enumerate(results):
+        if cfg.nbest > 1:
+            out += [f"{i} ||| {t} ||| {s:.4f}" for t, s in hyps]
+        else:
+            out.append(f"{hyps[0][1]:.4f}\t{hyps[0][0]}" if cfg.scores else hyps[0][0])
+    return out
+
+
+def translate_torch(cfg, lines: list[str]) -> list[str]:
+    """Output lines from a checkpoint with our batched beam search (``ckpt=DIR``)."""
+    if not cfg.ckpt:
+        raise SystemExit("error: give ckpt=DIR (a checkpoint or run directory), or engine=ctranslate2 model=DIR")
     import torch
 
     from nmt.evaluate import translate_ids
-    from nmt.io import atomic_write_text
     from nmt.train.checkpoint import CheckpointError, load_model
 
     if cfg.num_threads > 0:
@@ -158,9 +206,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise SystemExit(f"error: {err}") from None
     sc = loaded.config.search
     beam = cfg.beam_size or sc.beam_size
-    for n, line in enumerate(lines, 1):
-        if not line:
-            log.warning("input line %d is empty; its output line is empty", n)
     src_ids = loaded.tokenizer.encode_src(lines)
     max_src_len = loaded.config.model.max_positions - 1
     hyps = translate_ids(loaded.model, src_ids, beam_size=max(beam, cfg.nbest),
@@ -172,12 +217,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     out = format_output(hyps, loaded.tokenizer, cfg.nbest, cfg.scores, links)
     if cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii:
         write_figures(cfg, loaded.model, loaded.tokenizer, src_ids, hyps, max_src_len)
-    text = "".join(line + "\n" for line in out)
-    if cfg.output:
-        atomic_write_text(cfg.output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Export trained checkpoints to other inference engines (CTranslate2)."""

@@ -1,0 +1,233 @@
+"""Convert a Transformer checkpoint to a CTranslate2 model directory, and translate with it.
+
+CTranslate2 (https://opennmt.net/CTranslate2) is a C++ inference engine for Transformer
+models. The converter fills ``ctranslate2.specs.TransformerSpec`` with our weights the way its
+own Fairseq converter does (``docs/guides/... "Write a new converter"``):
+
+* embeddings scaled by sqrt(d_model), sinusoidal or learned positions copied as a table
+  (row p = position p, both sides start at 0);
+* self-attention: our ``q_proj`` and fused ``kv_proj`` stacked into CTranslate2's one fused
+  QKV matrix; cross-attention: ``q_proj`` then the fused ``kv_proj``;
+* post-norm (``pre_norm=false``) or pre-norm with final layer norms, LayerNorm eps 1e-5;
+* output projection = the tied embedding matrix or its own; vocabulary = the sentencepiece
+  pieces in id order (``<pad>``, ``<unk>``, ``<s>``, ``</s>`` are ids 0-3, as CTranslate2
+  expects), the source followed by ``</s>``, decoding started with ``<s>``.
+
+The sentencepiece model(s) are copied next to ``model.bin`` so the directory is
+self-contained; ``nmt.json`` records where it came from. ``ctranslate2`` is an optional
+dependency (``pip install 'nmt[ct2]'``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16", "int8_float16",
+                 "int8_bfloat16")
+META_FILE = "nmt.json"
+
+
+class ExportError(RuntimeError):
+    """The checkpoint cannot be converted (unsupported architecture, missing package, ...)."""
+
+
+def _import_ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError as err:
+        raise ExportError("the CTranslate2 engine needs the ctranslate2 package: pip install 'nmt[ct2]' "
+                          "(or pip install ctranslate2)") from err
+    return ctranslate2
+
+
+def build_spec(loaded):
+    """A filled ``ctranslate2.specs.TransformerSpec`` for a loaded Transformer checkpoint.
+
+    Args:
+        loaded: :class:`nmt.train.checkpoint.LoadedModel`.
+    Raises:
+        ExportError: for a BiRNN model (CTranslate2 runs Transformers only) or options it
+            cannot express (GELU is supported; learned and sinusoidal positions both are).
+    """
+    _import_ctranslate2()
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    cfg = loaded.config.model
+    if cfg.arch != "transformer":
+        raise ExportError(f"a {cfg.arch} model is not supported by CTranslate2, which runs Transformer models only; "
+                          "translate it with nmt-translate (engine=torch)")
+    model = loaded.model.eval()
+    enc, dec = model.encoder, model.decoder
+    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}[cfg.activation]
+    spec = transformer_spec.TransformerSpec.from_config(
+        (cfg.encoder_layers, cfg.decoder_layers), cfg.num_heads, pre_norm=cfg.pre_norm, activation=activation,
+        alignment_layer=dec.alignment_layer, alignment_heads=0)  # 0: average of all heads, as nmt-translate
+
+    def arr(t):
+        return t.detach().float().cpu().numpy()
+
+    def linear(ls, weight, bias=None):
+        ls.weight = arr(weight)
+        if bias is not None:
+            ls.bias = arr(bias)
+
+    def norm(ns, module):
+        ns.gamma, ns.beta = arr(module.weight), arr(module.bias)
+
+    def attention(sa, mha, self_attention: bool):
+        if self_attention:  # one fused (3D, D) QKV matrix
+            linear(sa.linear[0], _cat(mha.q_proj.weight, mha.kv_proj.weight), _cat(mha.q_proj.bias, mha.kv_proj.bias))
+            linear(sa.linear[1], mha.out_proj.weight, mha.out_proj.bias)
+        else:
+            linear(sa.linear[0], mha.q_proj.weight, mha.q_proj.bias)
+            linear(sa.linear[1], mha.kv_proj.weight, mha.kv_proj.bias)
+            linear(sa.linear[2], mha.out_proj.weight, mha.out_proj.bias)
+
+    def inputs(side_spec, side):
+        emb = side_spec.embeddings[0] if isinstance(side_spec.embeddings, list) else side_spec.embeddings
+        emb.weight = arr(side.embed.weight)
+        side_spec.scale_embeddings = side.embed.scale != 1.0
+        side_spec.position_encodings.encodings = arr(side.positions.table)
+
+    inputs(spec.encoder, enc)
+    for ls, layer in zip(spec.encoder.layer, enc.layers):
+        attention(ls.self_attention, layer.self_attn, True)
+        norm(ls.self_attention.layer_norm, layer.attn_block.norm)
+        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
+        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
+        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
+    if enc.final_norm is not None:
+        norm(spec.encoder.layer_norm, enc.final_norm)
+
+    inputs(spec.decoder, dec)
+    for ls, layer in zip(spec.decoder.layer, dec.layers):
+        attention(ls.self_attention, layer.self_attn, True)
+        norm(ls.self_attention.layer_norm, layer.self_block.norm)
+        attention(ls.attention, layer.cross_attn, False)
+        norm(ls.attention.layer_norm, layer.cross_block.norm)
+        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
+        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
+        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
+    if dec.final_norm is not None:
+        norm(spec.decoder.layer_norm, dec.final_norm)
+    weight, bias = dec.output_projection()
+    linear(spec.decoder.projection, weight, bias)
+
+    tok = loaded.tokenizer
+    spec.register_source_vocabulary(tok.src_pieces(range(tok.src_vocab_size)))
+    spec.register_target_vocabulary(tok.tgt_pieces(range(tok.tgt_vocab_size)))
+    spec.config.add_source_eos = True  # the encoder sees "pieces </s>", as in training
+    spec.config.decoder_start_token = "<s>"
+    spec.config.layer_norm_epsilon = 1e-5  # torch.nn.LayerNorm's default
+    return spec
+
+
+def _cat(*tensors):
+    import torch
+
+    return torch.cat(tensors, dim=0)
+
+
+def export_ctranslate2(ckpt: str, out: str | Path, quantization: Optional[str] = None, force: bool = False) -> Path:
+    """Convert checkpoint ``ckpt`` (a checkpoint or run directory) into the CTranslate2 model
+    directory ``out`` (``model.bin``, vocabularies, sentencepiece model(s), ``nmt.json``).
+
+    Args:
+        quantization: weight type stored in the model (``int8``, ``int16``, ``float16``, ...);
+            None keeps float32.
+        force: overwrite an existing ``out``.
+    Raises:
+        ExportError: unsupported model, unknown quantization, ``out`` exists without ``force``,
+            or ctranslate2 missing.
+        nmt.train.checkpoint.CheckpointError: unreadable checkpoint.
+    """
+    from nmt.train.checkpoint import load_model
+
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZATIONS)}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty; choose another out= or pass force=true")
+    loaded = load_model(ckpt)
+    spec = build_spec(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    spec.save(str(out))
+    for name, data in loaded.tokenizer.to_bytes().items():
+        (out / name).write_bytes(data)
+    meta = {"source_checkpoint": str(loaded.path), "quantization": quantization or "float32",
+            "src_lang": loaded.config.data.src_lang, "tgt_lang": loaded.config.data.tgt_lang,
+            "search": {"beam_size": loaded.config.search.beam_size,
+                       "length_penalty": loaded.config.search.length_penalty,
+                       "max_len_a": loaded.config.search.max_len_a, "max_len_b": loaded.config.search.max_len_b},
+            "max_src_len": loaded.config.model.max_positions - 1}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+class CT2Translator:
+    """Translate raw sentences with an exported CTranslate2 model directory.
+
+    Args:
+        model_dir: what :func:`export_ctranslate2` wrote.
+        device: ``cpu`` or ``cuda``; compute_type: CTranslate2's (``default`` keeps the stored type).
+        intra_threads: threads per translation (0: CTranslate2's default).
+    Raises:
+        ExportError: not a model directory written by nmt-export, or ctranslate2 missing.
+    """
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default",
+                 intra_threads: int = 0) -> None:
+        ct2 = _import_ctranslate2()
+        from nmt.data.tokenizer import Tokenizer
+
+        self.dir = Path(model_dir)
+        meta_path = self.dir / META_FILE
+        if not (self.dir / "model.bin").is_file() or not meta_path.is_file():
+            raise ExportError(f"{self.dir} is not a CTranslate2 model written by nmt-export "
+                              f"(needs model.bin and {META_FILE})")
+        self.meta = json.loads(meta_path.read_text())
+        self.tokenizer = Tokenizer.from_bytes({f.name: f.read_bytes() for f in self.dir.glob("*.model")})
+        self.translator = ct2.Translator(str(self.dir), device=device, compute_type=compute_type,
+                                         intra_threads=intra_threads)
+
+    def translate(self, sentences: Sequence[str], beam_size: Optional[int] = None,
+                  length_penalty: Optional[float] = None, nbest: int = 1, batch_size: int = 64,
+                  max_decoding_length: int = 256) -> list[list[tuple[str, float]]]:
+        """Sentences -> per sentence, ``nbest`` (text, score) pairs (an empty line gives ``("", 0.0)``).
+
+        ``length_penalty`` is CTranslate2's (score / length^alpha), not Wu et al.'s, so the same
+        number ranks hypotheses slightly differently from nmt-translate.
+        """
+        search = self.meta["search"]
+        beam = beam_size or search["beam_size"]
+        alpha = search["length_penalty"] if length_penalty is None else length_penalty
+        ids = self.tokenizer.encode_src(sentences)
+        limit = self.meta["max_src_len"]
+        tokens = [self.tokenizer.src_pieces(s[:limit]) for s in ids]
+        rows = [i for i, t in enumerate(tokens) if t]
+        out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
+        if not rows:
+            return out
+        results = self.translator.translate_batch(
+            [tokens[i] for i in rows], beam_size=max(beam, nbest), num_hypotheses=nbest, length_penalty=alpha,
+            max_batch_size=batch_size, batch_type="examples", max_decoding_length=max_decoding_length,
+            return_scores=True)
+        vocab = {p: i for i, p in enumerate(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))}
+        for i, res in zip(rows, results):
+            texts = self.tokenizer.decode_tgt([[vocab[p] for p in hyp] for hyp in res.hypotheses])
+            out[i] = list(zip(texts, [float(s) for s in res.scores]))
+        return out
+
+    def translate_ids(self, src_ids: Sequence[Sequence[int]], beam_size: int = 1, max_decoding_length: int = 256,
+                      batch_size: int = 64, length_penalty: float = 1.0) -> list[list[int]]:
+        """Source id lists -> best target id lists (no BOS/EOS), for comparisons with our search."""
+        tokens = [self.tokenizer.src_pieces(s) for s in src_ids]
+        results = self.translator.translate_batch(tokens, beam_size=beam_size, max_batch_size=batch_size,
+                                                  batch_type="examples", max_decoding_length=max_decoding_length,
+                                                  length_penalty=length_penalty)
+        vocab = {p: i for i, p in enumerate(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))}
+        return [[vocab[p] for p in r.hypotheses[0]] for r in results]

@@ -1,0 +1,94 @@
+"""CTranslate2 export (issue 6): the converted model decodes exactly like ours; nmt-translate
+engine=ctranslate2 keeps one output line per input line; int8 works; BiRNN is refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_cli_e2e import _run, _script
+
+ct2 = pytest.importorskip("ctranslate2", reason="the ct2 extra is not installed: pip install -e '.[ct2]'")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny Transformer trained long enough (4,000 real pairs, 8 epochs, ~1 min) to write
+    real sentences rather than stop at once, so that every greedy step is compared."""
+    import os
+
+    from conftest import real_data_dir
+
+    data = real_data_dir()
+    if data is None:
+        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    tmp = tmp_path_factory.mktemp("ct2")
+    run_dir = tmp / "run"
+    env = dict(os.environ, NMT_DATA_DIR=str(data))
+    proc = _run([_script("nmt-train"), "debug=tiny", "data.max_train_pairs=4000", "train.max_epochs=8",
+                 "train.max_tokens=2048", "data.tokenizer.vocab_size=1000", "search.beam_size=1",
+                 f"hydra.run.dir={run_dir}", f"data.tokenizer.cache_dir={tmp / 'spm'}",
+                 "train.progress_bar=false"], env, cwd=tmp)
+    return run_dir, env, proc
+
+
+def _sentences(env, n=50):
+    from pathlib import Path
+
+    path = Path(env["NMT_DATA_DIR"]) / "multi30k" / "valid.en"
+    if not path.exists():
+        path = Path(env["NMT_DATA_DIR"]) / "multi30k" / "train.en"
+    return path.read_text(encoding="utf-8").splitlines()[100:100 + n]
+
+
+def test_converted_model_gives_our_greedy_output_on_50_sentences(trained_run, tmp_path):
+    from nmt.data.batch import EOS_ID, Batch
+    from nmt.export.ctranslate2 import CT2Translator
+    from nmt.search import greedy_search
+    from nmt.train.checkpoint import load_model
+
+    run_dir, env, _ = trained_run
+    out = tmp_path / "ct2"
+    _run([_script("nmt-export"), f"ckpt={run_dir}", f"out={out}", "format=ctranslate2"], env)
+    assert (out / "model.bin").is_file() and (out / "spm.model").is_file() and (out / "nmt.json").is_file()
+
+    loaded = load_model(run_dir)
+    src_ids = loaded.tokenizer.encode_src(_sentences(env))
+    assert len(src_ids) == 50
+    with torch.no_grad():
+        ours = greedy_search(loaded.model, Batch.collate(src_ids), max_len_a=0.0, max_len_b=60)
+    ours = [[int(t) for t in h[0].tokens] for h in ours]
+    ours = [t[: t.index(EOS_ID)] if EOS_ID in t else t for t in ours]
+    theirs = CT2Translator(out, intra_threads=1).translate_ids(src_ids, beam_size=1, max_decoding_length=60)
+    assert sum(len(t) > 3 for t in ours) >= 40  # real outputs, not a model that stops at once
+    assert theirs == ours
+
+
+def test_translate_with_ctranslate2_keeps_lines_and_int8_export_works(trained_run, tmp_path):
+    run_dir, env, _ = trained_run
+    out = tmp_path / "ct2_int8"
+    _run([_script("nmt-export"), f"ckpt={run_dir}", f"out={out}", "quantization=int8"], env)
+    lines = ["A man rides a bike.", "", "Two dogs play in the snow."]
+    proc = _run([_script("nmt-translate"), "engine=ctranslate2", f"model={out}", "beam_size=3"], env,
+                stdin="\n".join(lines) + "\n")
+    got = proc.stdout.split("\n")
+    assert len(got) == len(lines) + 1 and got[1] == "" and got[0] and got[2]
+    nbest = _run([_script("nmt-translate"), "engine=ctranslate2", f"model={out}", "nbest=2", "beam_size=3",
+                  "A man rides a bike."], env).stdout.strip().split("\n")
+    assert [line.split(" ||| ")[0] for line in nbest] == ["0", "0"]
+    # a second export into the same directory is refused unless force=true
+    proc = __import__("subprocess").run([_script("nmt-export"), f"ckpt={run_dir}", f"out={out}"], env=env,
+                                        capture_output=True, text=True)
+    assert proc.returncode != 0 and "force=true" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_birnn_and_bad_model_directories_get_clear_errors(tmp_path):
+    from nmt.config import Config, ModelConfig
+    from nmt.export.ctranslate2 import CT2Translator, ExportError, build_spec
+    from nmt.train.checkpoint import LoadedModel
+
+    cfg = Config()
+    cfg.model = ModelConfig(arch="rnn")
+    with pytest.raises(ExportError, match="not supported by CTranslate2"):
+        build_spec(LoadedModel(model=None, config=cfg, tokenizer=None, meta={}, path=tmp_path))
+    with pytest.raises(ExportError, match="not a CTranslate2 model written by nmt-export"):
+        CT2Translator(tmp_path)
