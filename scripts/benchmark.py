@@ -1,16 +1,36 @@
 #!/usr/bin/env python
-"""Measure training throughput, peak memory and (optionally) translation speed; print JSON.
+"""Measure training and translation speed against the hardware limit; print one JSON object.
 
-    python scripts/benchmark.py                                   # experiment=multi30k_transformer
-    python scripts/benchmark.py --steps 40 --repeats 5 model.d_model=512
-    python scripts/benchmark.py --ckpt runs/<run> --translate-sentences 1000
+    python scripts/benchmark.py                                          # Transformer recipe, training only
+    python scripts/benchmark.py --recipes multi30k_transformer,multi30k_rnn_bahdanau,multi30k_rnn_luong
+    python scripts/benchmark.py --ckpt runs/<transformer run> --ckpt runs/<rnn run>   # + translation
+    python scripts/benchmark.py --skip-training --ckpt runs/<run> --no-ct2            # translation only
 
-Training: ``--repeats`` windows of ``--steps`` optimizer updates on real Multi30k batches (after
-``--warmup`` updates); the JSON gives the median and every window. Tokens are real (non-pad)
-tokens. Model FLOPs utilisation (MFU) counts 6 FLOPs per parameter per token it touches
-(forward 2, backward 4): encoder parameters per source token, decoder parameters (embeddings
-excluded) plus the output projection per target token; attention score products are not
-counted. The peak is a measured fp32 matmul at an NMT shape, on this machine.
+What it reports (every part runs in its own subprocess, so each peak RSS is its own):
+
+* ``matmul_peak_gflops``: median fp32 GFLOP/s of (4096x512) @ (512x2048) into a preallocated
+  output with the configured threads (the kernel's limit); ``matmul_peak_gflops_fresh_output``
+  is the same product into a new tensor each time (what a plain ``a @ b`` gets; on a 2-core VM
+  page faults on the 32 MB output cost ~25%).
+* ``training.<recipe>``: ``--repeats`` windows of ``--steps`` optimizer updates on real
+  Multi30k batches after ``--warmup`` updates, through the trainer's own ``_update``; median
+  target and source tokens/s (real tokens, no padding), tokens per CPU-second (steadier on a
+  shared machine), padding fraction of the batches (source + target slots), peak RSS.
+  MFU = 6 x (P_enc x src_tok/s + (P_dec + P_out) x tgt_tok/s) / peak, where P_enc/P_dec are
+  the encoder/decoder parameters without embeddings and P_out the output projection (tied or
+  not): 2 FLOPs per parameter per token forward, 4 backward; attention score products, the
+  softmax and elementwise work are not counted (the usual convention, Kaplan et al. 2020).
+  ``mfu`` uses the preallocated peak, ``mfu_vs_fresh_output_peak`` the other.
+* ``speedup_vs_baseline``: median tokens/s divided by ``benchmarks/baseline.json`` (the first
+  trainer's numbers measured with this script's method on this machine).
+* ``translation.<run>``: beam search (``--beam-size``, batched by ``--batch-size``, sentences
+  sorted by length) of the first ``--translate-sentences`` of test2016: sentences/s, target
+  tokens/s, BLEU; for Transformers also CTranslate2 fp32 and int8 on the same model and
+  threads (exported on the fly), and ``per_token_ms``: the time of one decoder step of a
+  (batch x beam) batch with the cache, for outputs of 10, 20, 40 and 80 tokens (flat =
+  linear total time).
+* ``cold_start``: wall time of ``nmt-translate ckpt=<first --ckpt> "<one sentence>"`` in a
+  fresh interpreter (median of 3) and which heavy modules it imported.
 """
 from __future__ import annotations
 
@@ -19,6 +39,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,19 +47,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+HEAVY_MODULES = ("datasets", "tensorboard", "torch.utils.tensorboard", "matplotlib", "hydra")
+BASELINE = ROOT / "benchmarks" / "baseline.json"
 
 
-def matmul_peak_gflops(repeats: int = 10) -> float:
-    """Median fp32 GFLOP/s of (4096x512) @ (512x2048)."""
+def matmul_peak_gflops(repeats: int = 15, fresh_output: bool = False) -> float:
+    """Median fp32 GFLOP/s of (4096x512) @ (512x2048), into a preallocated or a fresh output."""
     import torch
 
     a, b = torch.randn(4096, 512), torch.randn(512, 2048)
+    out = torch.empty(4096, 2048)
+
+    def run():
+        return a @ b if fresh_output else torch.mm(a, b, out=out)
+
     for _ in range(3):
-        a @ b
+        run()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        run()
         times.append(time.perf_counter() - t0)
     return 2 * 4096 * 512 * 2048 / statistics.median(times) / 1e9
 
@@ -67,10 +95,16 @@ def flop_params(model) -> tuple[int, int]:
     return enc, dec + out
 
 
-def bench_training(cfg, steps: int, warmup: int, repeats: int) -> dict:
+def bench_training(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict:
+    """Training throughput of one recipe (runs in a worker process)."""
     from nmt.train.data import prepare_data
     from nmt.train.trainer import Trainer
 
+    cfg = compose(overrides)
+    if cfg.train.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.train.num_threads)
     data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=False)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, Path(tmp))
@@ -103,66 +137,199 @@ def bench_training(cfg, steps: int, warmup: int, repeats: int) -> dict:
                     slots += b.src_tokens.numel() + b.tgt_out.numel()
                     pad += int((~b.src_mask).sum()) + int((b.tgt_out == 0).sum())
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            windows.append({"seconds": seconds, "cpu_seconds": cpu, "tgt_tokens_per_s": tgt / seconds,
-                            "src_tokens_per_s": src / seconds, "tgt_tokens_per_cpu_s": tgt / cpu,
-                            "padding_fraction": pad / slots})
+            windows.append({"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                            "tgt_tokens_per_s": round(tgt / seconds, 1), "src_tokens_per_s": round(src / seconds, 1),
+                            "tgt_tokens_per_cpu_s": round(tgt / cpu, 1), "padding_fraction": round(pad / slots, 4)})
         enc_p, dec_p = flop_params(trainer.model)
-        med = statistics.median(w["tgt_tokens_per_s"] for w in windows)
-        med_src = statistics.median(w["src_tokens_per_s"] for w in windows)
-        return {"num_params": trainer.num_params, "flop_params_encoder": enc_p, "flop_params_decoder_and_output": dec_p,
-                "batches_per_epoch": len(trainer.sampler), "max_tokens": cfg.train.max_tokens,
-                "tgt_tokens_per_s_median": round(med, 1), "src_tokens_per_s_median": round(med_src, 1),
-                "model_gflops_per_s": round(6 * (enc_p * med_src + dec_p * med) / 1e9, 1),
-                "windows": windows}
+
+        def med(key):
+            return round(statistics.median(w[key] for w in windows), 1)
+
+        return {"overrides": overrides, "num_params": trainer.num_params, "flop_params_encoder": enc_p,
+                "flop_params_decoder_and_output": dec_p, "batches_per_epoch": len(trainer.sampler),
+                "max_tokens": cfg.train.max_tokens, "threads": __import__("torch").get_num_threads(),
+                "tgt_tokens_per_s": med("tgt_tokens_per_s"), "src_tokens_per_s": med("src_tokens_per_s"),
+                "tgt_tokens_per_cpu_s": med("tgt_tokens_per_cpu_s"),
+                "padding_fraction": round(statistics.median(w["padding_fraction"] for w in windows), 4),
+                "model_gflops_per_s": round(6 * (enc_p * med("src_tokens_per_s") + dec_p * med("tgt_tokens_per_s"))
+                                            / 1e9, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1), "windows": windows}
 
 
-def bench_translation(ckpt: str, sentences: int, beam_size: int, batch_size: int) -> dict:
+def per_token_ms(model, tokenizer, texts: list[str], lengths: list[int], beam_size: int, batch_size: int,
+                 repeats: int = 3) -> dict:
+    """Milliseconds per decoder step (incremental, with the cache and a beam reorder per step)
+    for a (batch x beam) batch forced to produce exactly L tokens, for each L in ``lengths``."""
+    import torch
+
+    from nmt.data.batch import BOS_ID, Batch
+
+    batch = Batch.collate(tokenizer.encode_src(texts[:batch_size]))
+    out = {}
+    with torch.no_grad():
+        enc = model.encode(batch.src_tokens, batch.src_lengths, batch.src_mask)
+        rows = batch.size * beam_size
+        start = model.init_state(enc).expand(beam_size)
+        for length in lengths:
+            times = []
+            for _ in range(repeats):
+                state, tokens = start, torch.full((rows, 1), BOS_ID, dtype=torch.long)
+                t0 = time.perf_counter()
+                for _ in range(length):
+                    lprobs, _, state = model.step(tokens, state, need_attn=False)
+                    top = lprobs.topk(1, dim=-1)  # what beam search does per step, minus bookkeeping
+                    tokens = top.indices
+                    state = state.index_select(torch.arange(rows))
+                times.append((time.perf_counter() - t0) / length * 1000)
+            out[str(length)] = round(statistics.median(times), 3)
+    return {"batch_sentences": batch.size, "beam_size": beam_size, "ms_per_step": out,
+            "ratio_80_to_10": round(out[str(lengths[-1])] / out[str(lengths[0])], 3)}
+
+
+def bench_translation(ckpt: str, sentences: int, beam_size: int, batch_size: int, ct2: bool) -> dict:
+    """Translation speed of one checkpoint (runs in a worker process)."""
+    import torch
+
     from nmt.data.corpus import load_split
-    from nmt.evaluate import translate_texts
+    from nmt.evaluate import score_corpus, translate_texts
     from nmt.train.checkpoint import load_model
 
     loaded = load_model(ckpt)
     test = load_split(loaded.config.data, "test")
-    src = test.src[:sentences]
+    src, refs = test.src[:sentences], test.tgt[:sentences]
+    alpha = loaded.config.search.length_penalty
     t0 = time.perf_counter()
     hyps = translate_texts(loaded.model, loaded.tokenizer, src, beam_size=beam_size, batch_size=batch_size,
-                           length_penalty=loaded.config.search.length_penalty)
+                           length_penalty=alpha, max_len_a=loaded.config.search.max_len_a,
+                           max_len_b=loaded.config.search.max_len_b)
     seconds = time.perf_counter() - t0
+    texts = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
     tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-    return {"checkpoint": str(loaded.path), "sentences": len(src), "beam_size": beam_size,
-            "batch_size": batch_size, "seconds": round(seconds, 2), "sentences_per_s": round(len(src) / seconds, 1),
-            "tgt_tokens_per_s": round(tokens / seconds, 1)}
+    scores = score_corpus(texts, refs)
+    result = {"checkpoint": str(loaded.path), "arch": loaded.config.model.arch, "sentences": len(src),
+              "beam_size": beam_size, "batch_size": batch_size, "length_penalty": alpha,
+              "threads": torch.get_num_threads(),
+              "ours": {"seconds": round(seconds, 2), "sentences_per_s": round(len(src) / seconds, 1),
+                       "tgt_tokens_per_s": round(tokens / seconds, 1), "bleu": scores["bleu"],
+                       "peak_rss_mb": round(peak_rss_mb(), 1)}}
+    if loaded.config.model.arch == "transformer":
+        result["per_token_ms"] = per_token_ms(loaded.model, loaded.tokenizer, src, [10, 20, 40, 80], beam_size,
+                                              batch_size)
+    if ct2 and loaded.config.model.arch == "transformer":
+        result.update(bench_ctranslate2(ckpt, src, refs, beam_size, batch_size, alpha, result["ours"]))
+    return result
+
+
+def bench_ctranslate2(ckpt: str, src: list[str], refs: list[str], beam_size: int, batch_size: int, alpha: float,
+                      ours: dict) -> dict:
+    """CTranslate2 fp32 and int8 on the same model, threads and beam; ratios of our speed to theirs."""
+    import torch
+
+    from nmt.evaluate import score_corpus
+    from nmt.export.ctranslate2 import CT2Translator, export_ctranslate2
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for quant in ("float32", "int8"):
+            model_dir = export_ctranslate2(ckpt, Path(tmp) / quant, quantization=None if quant == "float32" else quant)
+            tr = CT2Translator(model_dir, intra_threads=torch.get_num_threads())
+            tr.translate(src[:16], beam_size=beam_size, length_penalty=alpha)  # warm up
+            t0 = time.perf_counter()
+            res = tr.translate(src, beam_size=beam_size, length_penalty=alpha, batch_size=batch_size)
+            seconds = time.perf_counter() - t0
+            texts = [r[0][0] for r in res]
+            tokens = sum(len(t) + 1 for t in tr.tokenizer.encode_src(texts))  # pieces of the output + EOS (approx.)
+            out[f"ctranslate2_{quant}"] = {"seconds": round(seconds, 2), "sentences_per_s": round(len(src) / seconds, 1),
+                                           "tgt_tokens_per_s": round(tokens / seconds, 1),
+                                           "bleu": score_corpus(texts, refs)["bleu"]}
+    out["ours_vs_ctranslate2_float32_speed"] = round(ours["sentences_per_s"] /
+                                                     out["ctranslate2_float32"]["sentences_per_s"], 3)
+    out["int8_bleu_change"] = round(out["ctranslate2_int8"]["bleu"] - out["ctranslate2_float32"]["bleu"], 2)
+    return out
+
+
+def cold_start(ckpt: str, repeats: int = 3) -> dict:
+    """Wall time of nmt-translate for one sentence in a fresh interpreter, and heavy imports."""
+    code = ("import sys, json\nfrom nmt.cli.translate import main\n"
+            f"main(['ckpt={ckpt}', 'A man is riding a bike.'])\n"
+            f"sys.stderr.write('\\nHEAVY=' + json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]) + '\\n')\n")
+    times, heavy = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        heavy = json.loads(proc.stderr.rsplit("HEAVY=", 1)[1])
+    return {"seconds_median": round(statistics.median(times), 2), "seconds": [round(t, 2) for t in times],
+            "heavy_modules_imported": heavy, "output": proc.stdout.strip()}
+
+
+def _worker(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides (default experiment=multi30k_transformer)")
-    parser.add_argument("--steps", type=int, default=30, help="updates per timed window")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every recipe")
+    parser.add_argument("--recipes", default="multi30k_transformer", help="comma-separated experiment names")
+    parser.add_argument("--steps", type=int, default=20, help="updates per timed window")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ckpt", help="also benchmark beam-search translation of test2016 with this checkpoint")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ckpt", action="append", default=[], help="benchmark translation with this run/checkpoint")
     parser.add_argument("--translate-sentences", type=int, default=1000)
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--no-ct2", action="store_true", help="skip the CTranslate2 comparison")
+    parser.add_argument("--no-cold-start", action="store_true")
+    parser.add_argument("--worker", choices=["train", "translate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.worker == "train":
+        print(json.dumps(bench_training(args.overrides, args.steps, args.warmup, args.repeats)))
+        return
+    if args.worker == "translate":
+        print(json.dumps(bench_translation(args.ckpt[0], args.translate_sentences, args.beam_size, args.batch_size,
+                                           ct2=not args.no_ct2)))
+        return
 
     import torch
 
-    overrides = args.overrides or ["experiment=multi30k_transformer"]
-    if not any(o.startswith("experiment=") for o in overrides):
-        overrides = ["experiment=multi30k_transformer", *overrides]
-    cfg = compose(overrides)
-    result = {"overrides": overrides, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpu_count": os.cpu_count(), "matmul_peak_gflops": round(matmul_peak_gflops(), 1)}
+    peak = matmul_peak_gflops()
+    peak_fresh = matmul_peak_gflops(fresh_output=True)
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "matmul_peak_gflops": round(peak, 1), "matmul_peak_gflops_fresh_output": round(peak_fresh, 1),
+              "mfu_formula": "6 * (P_enc * src_tok/s + (P_dec + P_out) * tgt_tok/s) / matmul_peak, embeddings "
+                             "excluded, output projection included"}
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     if not args.skip_training:
-        result["training"] = bench_training(cfg, args.steps, args.warmup, args.repeats)
-        result["training"]["mfu"] = round(result["training"]["model_gflops_per_s"] / result["matmul_peak_gflops"], 3)
-        result["training"]["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        result["training"] = {}
+        for recipe in [r for r in args.recipes.split(",") if r]:
+            overrides = [f"experiment={recipe}", *args.overrides]
+            t = _worker(["--worker", "train", "--steps", str(args.steps), "--warmup", str(args.warmup),
+                         "--repeats", str(args.repeats), *overrides])
+            t["mfu"] = round(t["model_gflops_per_s"] / peak, 3)
+            t["mfu_vs_fresh_output_peak"] = round(t["model_gflops_per_s"] / peak_fresh, 3)
+            base = baseline.get("training", {}).get(recipe)
+            if base and not args.overrides:
+                t["baseline_tgt_tokens_per_s"] = base["tgt_tokens_per_s"]
+                t["speedup_vs_baseline"] = round(t["tgt_tokens_per_s"] / base["tgt_tokens_per_s"], 3)
+            result["training"][recipe] = t
     if args.ckpt:
-        result["translation"] = bench_translation(args.ckpt, args.translate_sentences, args.beam_size,
-                                                  args.batch_size)
-        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        result["translation"] = {}
+        for ckpt in args.ckpt:
+            extra = ["--no-ct2"] if args.no_ct2 else []
+            result["translation"][Path(ckpt).name] = _worker(
+                ["--worker", "translate", "--ckpt", ckpt, "--translate-sentences", str(args.translate_sentences),
+                 "--beam-size", str(args.beam_size), "--batch-size", str(args.batch_size), *extra])
+        if not args.no_cold_start:
+            result["cold_start"] = cold_start(args.ckpt[0])
+    if baseline:
+        result["baseline"] = baseline
     print(json.dumps(result, indent=2))
 
 

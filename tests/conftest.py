@@ -29,5 +29,9 @@ def multi30k_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _deterministic():
+    """Seed every test, and give it back the thread count it started with (the trainer and the
+    CLIs call torch.set_num_threads, which would otherwise leak into later tests)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)

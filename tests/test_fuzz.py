@@ -22,7 +22,9 @@ def _join(lines: list[bytes], final_newline: bool) -> bytes:
 
 
 def _count_lines(data: bytes) -> int:
-    """Lines in a file (a last line without newline counts; ``[b"", b""]`` joined is one line)."""
+    """Lines in a file (a last line without newline counts; ``[b"", b""]`` joined is one line;
+    a leading UTF-8 byte order mark is not content)."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 

@@ -63,8 +63,18 @@ def _outputs(model) -> dict:
             "beam3_nbest2": [[{"tokens": x.tokens, "score": round(float(x.score), 6)} for x in h] for h in beam]}
 
 
+@pytest.fixture
+def one_thread():
+    """Matmul results depend on the thread count (blocking changes the rounding), and 400
+    updates amplify that: the golden file is made and checked with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("arch", list(MODELS))
-def test_golden_reverse_outputs(arch):
+def test_golden_reverse_outputs(arch, one_thread):
     """R28: exact tokens (greedy, beam 3 with 2-best) and scores of a fixed tiny model."""
     got = _outputs(_train(arch))
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}

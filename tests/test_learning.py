@@ -32,7 +32,7 @@ def test_transformer_learns_to_reverse_with_anti_diagonal_attention():
     opt = build_optimizer(model, "adam", 3e-3, (0.9, 0.98), 1e-8, 0.0)
     sched = build_scheduler(opt, scheduler="inverse_sqrt", lr=3e-3, warmup_steps=100, warmup_init_lr=1e-5,
                             min_lr=0.0)
-    for _ in range(900):
+    for _ in range(1100):
         src, tgt = _pairs(64, rng)
         b = Batch.collate(src, tgt)
         out = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in)

@@ -130,8 +130,20 @@ class MultiHeadAttention(Attention):
         -> context ``(B,T,D)``, weights ``(B,H,T,S)`` (None unless ``need_weights``).
 
         ``causal`` masks future positions (position i attends to keys <= i + S - T).
+        When the query batch is G times the memory batch (beam search with the encoder side
+        kept once per sentence), rows ``j*G .. j*G+G-1`` attend to memory row j.
+
+        Raises:
+            ValueError: grouped queries with a causal or per-query mask.
         """
         q = self._split(self.q_proj(query))
+        rows, heads, steps, head_dim = q.shape
+        group = rows // memory.keys.size(0)
+        if group > 1:  # `group` hypotheses per memory row (beam search): (B*G,H,T,Dh) -> (B,H,G*T,Dh)
+            if causal or (mask is not None and mask.dim() != 2):
+                raise ValueError("grouped queries need a (B, S) key padding mask and no causal mask")
+            q = q.view(rows // group, group, heads, steps, head_dim).transpose(1, 2).reshape(
+                rows // group, heads, group * steps, head_dim)
         mask4 = expand_mask(mask)
         p = self.dropout if self.training else 0.0
         if need_weights or p > 0:
@@ -149,6 +161,11 @@ class MultiHeadAttention(Attention):
                 attn_mask = allowed if attn_mask is None else attn_mask & allowed
             ctx = F.scaled_dot_product_attention(q, memory.keys, memory.values, attn_mask=attn_mask,
                                                  dropout_p=p, is_causal=use_causal)
-        b, h, t, dh = ctx.shape
-        ctx = ctx.transpose(1, 2).reshape(b, t, h * dh)
+        if group > 1:  # back to one row per hypothesis
+            ctx = ctx.view(rows // group, heads, group, steps, head_dim).transpose(1, 2).reshape(
+                rows, heads, steps, head_dim)
+            if weights is not None:
+                weights = weights.view(rows // group, heads, group, steps, -1).transpose(1, 2).reshape(
+                    rows, heads, steps, -1)
+        ctx = ctx.transpose(1, 2).reshape(rows, steps, heads * head_dim)
         return self.out_proj(ctx), weights

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
 
@@ -32,17 +33,49 @@ class EncoderOutput:
 class DecoderState:
     """Everything a decoder needs between incremental steps.
 
-    ``cache`` holds batch-first tensors only (dim 0 = batch x beam), so that
-    :meth:`index_select` is the single hook a search needs to reorder, expand or prune
-    hypotheses. ``step`` counts target positions already consumed (the position offset).
+    ``cache`` holds batch-first tensors only, so that :meth:`index_select` is the single hook a
+    search needs to reorder, expand or prune hypotheses. ``step`` counts target positions
+    already consumed (the position offset). Entries named in ``shared`` (e.g. the projected
+    encoder keys/values) have one row per *sentence* rather than per hypothesis: after
+    :meth:`expand` to ``beam`` hypotheses per sentence they are neither copied K times nor
+    reordered when hypotheses are, only when sentences leave the batch; the decoder reads
+    them with the hypotheses of a sentence grouped (``beam`` consecutive rows).
     """
 
     step: int
     cache: dict[str, Tensor]
+    shared: frozenset = frozenset()
+    beam: int = 1
+
+    def expand(self, beam: int) -> "DecoderState":
+        """``beam`` consecutive hypotheses per sentence (rows ``i*beam .. i*beam+beam-1`` copy
+        row i); shared entries are kept once per sentence."""
+        if self.beam != 1:
+            raise ValueError("expand() is for a state with one row per sentence")
+        order = torch.arange(next(iter(self.cache.values())).size(0) if self.cache else 0).repeat_interleave(beam)
+        cache = {k: v if k in self.shared else v.index_select(0, order.to(v.device)) for k, v in self.cache.items()}
+        return DecoderState(self.step, cache, self.shared, beam)
 
     def index_select(self, order: Tensor) -> "DecoderState":
-        """Return a state whose row i is row ``order[i]`` of this one. order: ``(B',)`` long."""
-        return DecoderState(self.step, {k: v.index_select(0, order) for k, v in self.cache.items()})
+        """Return a state whose row i is row ``order[i]`` of this one. order: ``(B',)`` long.
+
+        With ``beam > 1``, ``order`` must keep hypotheses grouped by sentence (rows
+        ``j*beam ..`` all come from one sentence, as beam search reorders them); shared
+        entries then follow the sentences (``order[j*beam] // beam``).
+        """
+        sentences = None
+        if self.beam > 1 and self.shared:
+            sentences = order.view(-1, self.beam)[:, 0] // self.beam
+            rows = next(v.size(0) for k, v in self.cache.items() if k in self.shared)
+            if sentences.numel() == rows and bool((sentences == torch.arange(rows, device=order.device)).all()):
+                sentences = None  # the same sentences in the same order: shared entries stay as they are
+        cache = {}
+        for k, v in self.cache.items():
+            if k in self.shared and self.beam > 1:
+                cache[k] = v if sentences is None else v.index_select(0, sentences.to(v.device))
+            else:
+                cache[k] = v.index_select(0, order)
+        return DecoderState(self.step, cache, self.shared, self.beam)
 
 
 @dataclass

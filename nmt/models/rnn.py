@@ -173,7 +173,7 @@ class RNNDecoder(Decoder):
                 new_cache["cell"] = torch.stack(cells, 1)
             if self.input_feeding:
                 new_cache["feed"] = feed
-            new_state = DecoderState(state.step + steps, new_cache)
+            new_state = DecoderState(state.step + steps, new_cache, state.shared, state.beam)
         if self.pre_output is not None:
             x = self.pre_output(x)
         if features_only:

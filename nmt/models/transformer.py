@@ -162,12 +162,16 @@ class TransformerDecoder(Decoder):
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:
         """Project encoder_out ``(B,S,D)`` into every layer's cross-attention keys/values
-        ``(B,H,S,Dh)`` once per sentence; the self-attention cache starts empty (step 0)."""
+        ``(B,H,S,Dh)`` once per sentence; the self-attention cache starts empty (step 0).
+        The encoder entries are ``shared`` (see :class:`DecoderState`): with ``state.expand(K)``
+        the decoder runs ``B*K`` hypotheses against ``B`` sentences' keys/values."""
         cache = {"src_mask": enc.src_mask}
         for i, layer in enumerate(self.layers):
             mem = layer.cross_attn.memory(enc.encoder_out, enc.encoder_out)
             cache[f"l{i}.cross_k"], cache[f"l{i}.cross_v"] = mem
-        return DecoderState(0, cache)
+        # the encoder side is the same for every hypothesis of a sentence: kept once per sentence
+        # in beam search (never copied K times or reordered), read with grouped queries
+        return DecoderState(0, cache, shared=frozenset(cache))
 
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False,
                 incremental: bool = False, all_attn: bool = False, features_only: bool = False
@@ -203,7 +207,8 @@ class TransformerDecoder(Decoder):
                 extra[f"self_attn.{i}"], extra[f"cross_attn.{i}"] = self_w, cross_w
         if self.final_norm is not None:
             x = self.final_norm(x)
-        new_state = DecoderState(state.step + tgt_in.size(1), new_cache) if incremental else state
+        new_state = (DecoderState(state.step + tgt_in.size(1), new_cache, state.shared, state.beam)
+                     if incremental else state)
         if features_only:
             return DecoderOutput(None, attn, extra, features=x), new_state
         weight, _ = self.output_projection()

@@ -40,7 +40,7 @@ def beam_search(model, batch: Batch, beam_size: int = 5, length_penalty: float =
     bsz = batch.size
     device = batch.src_tokens.device
     enc = model.encode(batch.src_tokens, batch.src_lengths, batch.src_mask)
-    state = model.init_state(enc).index_select(torch.arange(bsz, device=device).repeat_interleave(k))
+    state = model.init_state(enc).expand(k)  # K hypotheses per sentence (encoder entries kept once)
     src_lengths = batch.src_lengths.cpu()
     max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b)
 
