@@ -85,7 +85,8 @@ class _LinearLabelSmoothedNLL(torch.autograd.Function):
             if eps > 0:
                 grad.sub_(eps / vocab)
             grad[rows, t] -= 1.0 - eps
-            grad.mul_(keep.unsqueeze(-1).to(grad.dtype))
+            if not bool(keep.all()):
+                grad[~keep] = 0.0  # padding rows contribute nothing
             if grad_features is not None:
                 torch.mm(grad, weight, out=grad_features[start:start + chunk_size])
             if grad_weight is not None:
