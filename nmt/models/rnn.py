@@ -130,10 +130,10 @@ class RNNDecoder(Decoder):
         positions = (torch.arange(state.step, state.step + steps, device=tgt_in.device)
                      if self.attention.window == "local_m" else None)
         states, contexts, feeds, weights, centres = [], [], [], [], []
-        # per target position: one attention call and one cell call (plus W_c for input feeding);
-        # embeddings are split once (unbind: no per-step gradient of the whole (B,T,E) tensor)
-        # and everything that does not feed back is computed for all positions after the loop
-        # the embedding part of the first layer's input projection, for all positions in one matmul
+        # Per target position: one attention call and one cell call (plus W_c with input feeding,
+        # which feeds back). Before the loop, the embedding part of the first layer's input
+        # projection is one matmul for all positions, split with unbind (indexing emb[:, t] would
+        # build a full-size gradient per step); after it, whatever does not feed back.
         emb_dim = emb.size(-1)
         gates_y = F.linear(emb, self.rnn.weight_ih_l0[:, :emb_dim], self.rnn.bias_ih_l0).unbind(1)  # T x (B,G)
         w_rest = self.rnn.weight_ih_l0[:, emb_dim:]  # (G, Dv) Bahdanau context / (G, H) input feeding
