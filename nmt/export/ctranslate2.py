@@ -91,13 +91,16 @@ def build_spec(loaded):
         side_spec.scale_embeddings = side.embed.scale != 1.0
         side_spec.position_encodings.encodings = arr(side.positions.table)
 
+    def ffn(ls, layer):
+        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
+        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
+        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
+
     inputs(spec.encoder, enc)
     for ls, layer in zip(spec.encoder.layer, enc.layers):
         attention(ls.self_attention, layer.self_attn, True)
         norm(ls.self_attention.layer_norm, layer.attn_block.norm)
-        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
-        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
-        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
+        ffn(ls, layer)
     if enc.final_norm is not None:
         norm(spec.encoder.layer_norm, enc.final_norm)
 
@@ -107,9 +110,7 @@ def build_spec(loaded):
         norm(ls.self_attention.layer_norm, layer.self_block.norm)
         attention(ls.attention, layer.cross_attn, False)
         norm(ls.attention.layer_norm, layer.cross_block.norm)
-        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
-        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
-        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
+        ffn(ls, layer)
     if dec.final_norm is not None:
         norm(spec.decoder.layer_norm, dec.final_norm)
     weight, bias = dec.output_projection()
