@@ -100,10 +100,10 @@ def bench_training(overrides: list[str], steps: int, warmup: int, repeats: int) 
     from nmt.train.data import prepare_data
     from nmt.train.trainer import Trainer
 
+    import torch
+
     cfg = compose(overrides)
     if cfg.train.num_threads > 0:
-        import torch
-
         torch.set_num_threads(cfg.train.num_threads)
     data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +147,7 @@ def bench_training(overrides: list[str], steps: int, warmup: int, repeats: int) 
 
         return {"overrides": overrides, "num_params": trainer.num_params, "flop_params_encoder": enc_p,
                 "flop_params_decoder_and_output": dec_p, "batches_per_epoch": len(trainer.sampler),
-                "max_tokens": cfg.train.max_tokens, "threads": __import__("torch").get_num_threads(),
+                "max_tokens": cfg.train.max_tokens, "threads": torch.get_num_threads(),
                 "tgt_tokens_per_s": med("tgt_tokens_per_s"), "src_tokens_per_s": med("src_tokens_per_s"),
                 "tgt_tokens_per_cpu_s": med("tgt_tokens_per_cpu_s"),
                 "padding_fraction": round(statistics.median(w["padding_fraction"] for w in windows), 4),

@@ -27,19 +27,25 @@ def _run(args, env, stdin=None, cwd=None):
     return proc
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def train_tiny(tmp_path_factory, name: str, *overrides: str):
+    """``nmt-train debug=tiny <overrides>`` on real Multi30k in a fresh folder -> (run_dir, env, process);
+    skips when the corpus is not available."""
     from conftest import real_data_dir
 
     data = real_data_dir()
     if data is None:
         pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
-    tmp = tmp_path_factory.mktemp("e2e")
+    tmp = tmp_path_factory.mktemp(name)
     run_dir = tmp / "run"
     env = dict(os.environ, NMT_DATA_DIR=str(data))
-    proc = _run([_script("nmt-train"), "debug=tiny", "data.max_train_pairs=200", f"hydra.run.dir={run_dir}",
+    proc = _run([_script("nmt-train"), "debug=tiny", *overrides, f"hydra.run.dir={run_dir}",
                  f"data.tokenizer.cache_dir={tmp / 'spm'}", "train.progress_bar=false"], env, cwd=tmp)
     return run_dir, env, proc
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return train_tiny(tmp_path_factory, "e2e", "data.max_train_pairs=200")
 
 
 def test_train_writes_checkpoints_results_and_tensorboard(trained_run):

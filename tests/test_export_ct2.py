@@ -2,10 +2,12 @@
 engine=ctranslate2 keeps one output line per input line; int8 works; BiRNN is refused."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import torch
 
-from test_cli_e2e import _run, _script
+from test_cli_e2e import _run, _script, train_tiny
 
 ct2 = pytest.importorskip("ctranslate2", reason="the ct2 extra is not installed: pip install -e '.[ct2]'")
 
@@ -14,21 +16,8 @@ ct2 = pytest.importorskip("ctranslate2", reason="the ct2 extra is not installed:
 def trained_run(tmp_path_factory):
     """A tiny Transformer trained long enough (4,000 real pairs, 8 epochs, ~1 min) to write
     real sentences rather than stop at once, so that every greedy step is compared."""
-    import os
-
-    from conftest import real_data_dir
-
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
-    tmp = tmp_path_factory.mktemp("ct2")
-    run_dir = tmp / "run"
-    env = dict(os.environ, NMT_DATA_DIR=str(data))
-    proc = _run([_script("nmt-train"), "debug=tiny", "data.max_train_pairs=4000", "train.max_epochs=8",
-                 "train.max_tokens=2048", "data.tokenizer.vocab_size=1000", "search.beam_size=1",
-                 f"hydra.run.dir={run_dir}", f"data.tokenizer.cache_dir={tmp / 'spm'}",
-                 "train.progress_bar=false"], env, cwd=tmp)
-    return run_dir, env, proc
+    return train_tiny(tmp_path_factory, "ct2", "data.max_train_pairs=4000", "train.max_epochs=8",
+                      "train.max_tokens=2048", "data.tokenizer.vocab_size=1000", "search.beam_size=1")
 
 
 def _sentences(env, n=50):
@@ -76,7 +65,7 @@ def test_translate_with_ctranslate2_keeps_lines_and_int8_export_works(trained_ru
                   "A man rides a bike."], env).stdout.strip().split("\n")
     assert [line.split(" ||| ")[0] for line in nbest] == ["0", "0"]
     # a second export into the same directory is refused unless force=true
-    proc = __import__("subprocess").run([_script("nmt-export"), f"ckpt={run_dir}", f"out={out}"], env=env,
+    proc = subprocess.run([_script("nmt-export"), f"ckpt={run_dir}", f"out={out}"], env=env,
                                         capture_output=True, text=True)
     assert proc.returncode != 0 and "force=true" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -1,6 +1,7 @@
 """Thin command-line entry points."""
 import logging
 import sys
+from typing import Any, Optional
 
 
 def setup_logging(logfile=None) -> None:
@@ -10,3 +11,21 @@ def setup_logging(logfile=None) -> None:
         handlers.append(logging.FileHandler(logfile, mode="a", encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
+
+
+def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[str]] = None) -> Optional[Any]:
+    """The shared start of every ``key=value`` console script.
+
+    Prints ``doc`` and the option names and returns None for ``-h``/``--help``; otherwise sets up
+    logging and returns ``schema`` parsed from ``parse`` (default: ``argv``).
+
+    Raises:
+        SystemExit: an unknown key or a value of the wrong type (see :func:`nmt.config.parse_cli`).
+    """
+    from nmt.config import parse_cli
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc.strip() + "\n\noptions: " + ", ".join(schema.__dataclass_fields__))
+        return None
+    setup_logging()
+    return parse_cli(schema, argv if parse is None else parse)

@@ -61,15 +61,12 @@ def choose_heads(maps, layer: Optional[int], head: str, gold, shift: bool):
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-align``."""
-    from nmt.cli import setup_logging
-    from nmt.config import AlignConfig, parse_cli
+    from nmt.cli import parse_options
+    from nmt.config import AlignConfig
 
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\noptions: " + ", ".join(AlignConfig.__dataclass_fields__))
+    cfg: Optional[AlignConfig] = parse_options(AlignConfig, __doc__, sys.argv[1:] if argv is None else argv)
+    if cfg is None:
         return
-    setup_logging()
-    cfg: AlignConfig = parse_cli(AlignConfig, argv)
 
     import torch
 

@@ -20,14 +20,12 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def evaluate(argv: list[str]) -> dict:
     """Run an evaluation from ``key=value`` arguments and return the result dict."""
-    from nmt.cli import setup_logging
-    from nmt.config import EvaluateConfig, parse_cli
+    from nmt.cli import parse_options
+    from nmt.config import EvaluateConfig
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\noptions: " + ", ".join(EvaluateConfig.__dataclass_fields__))
+    cfg: Optional[EvaluateConfig] = parse_options(EvaluateConfig, __doc__, argv)
+    if cfg is None:
         return {}
-    setup_logging()
-    cfg: EvaluateConfig = parse_cli(EvaluateConfig, argv)
 
     from nmt.data.corpus import DataError, load_split, read_parallel
     from nmt.evaluate import score_corpus, translate_texts

@@ -15,15 +15,12 @@ log = logging.getLogger("nmt.export")
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-export``."""
-    from nmt.cli import setup_logging
-    from nmt.config import ExportConfig, parse_cli
+    from nmt.cli import parse_options
+    from nmt.config import ExportConfig
 
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\noptions: " + ", ".join(ExportConfig.__dataclass_fields__))
+    cfg: Optional[ExportConfig] = parse_options(ExportConfig, __doc__, sys.argv[1:] if argv is None else argv)
+    if cfg is None:
         return
-    setup_logging()
-    cfg: ExportConfig = parse_cli(ExportConfig, argv)
     if cfg.format != "ctranslate2":
         raise SystemExit(f"error: unknown format={cfg.format!r}; the supported format is ctranslate2")
     from nmt.export.ctranslate2 import ExportError, export_ctranslate2

@@ -135,16 +135,14 @@ def write_figures(cfg, model, tokenizer, src_ids, hyps_per_line, max_src_len: in
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-translate``."""
-    from nmt.cli import setup_logging
-    from nmt.config import TranslateConfig, parse_cli
+    from nmt.cli import parse_options
+    from nmt.config import TranslateConfig
 
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\noptions: " + ", ".join(TranslateConfig.__dataclass_fields__))
-        return
-    setup_logging()
     opts, sentences = split_argv(argv)
-    cfg: TranslateConfig = parse_cli(TranslateConfig, opts)
+    cfg: Optional[TranslateConfig] = parse_options(TranslateConfig, __doc__, argv, parse=opts)
+    if cfg is None:
+        return
     lines = read_input(cfg.input, sentences)
     for n, line in enumerate(lines, 1):
         if not line:

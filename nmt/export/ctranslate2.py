@@ -194,6 +194,8 @@ class CT2Translator:
         self.tokenizer = Tokenizer.from_bytes({f.name: f.read_bytes() for f in self.dir.glob("*.model")})
         self.translator = ct2.Translator(str(self.dir), device=device, compute_type=compute_type,
                                          intra_threads=intra_threads)
+        tok = self.tokenizer
+        self._tgt_ids = {piece: i for i, piece in enumerate(tok.tgt_pieces(range(tok.tgt_vocab_size)))}
 
     def translate(self, sentences: Sequence[str], beam_size: Optional[int] = None,
                   length_penalty: Optional[float] = None, nbest: int = 1, batch_size: int = 64,
@@ -217,9 +219,8 @@ class CT2Translator:
             [tokens[i] for i in rows], beam_size=max(beam, nbest), num_hypotheses=nbest, length_penalty=alpha,
             max_batch_size=batch_size, batch_type="examples", max_decoding_length=max_decoding_length,
             return_scores=True)
-        vocab = {p: i for i, p in enumerate(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))}
         for i, res in zip(rows, results):
-            texts = self.tokenizer.decode_tgt([[vocab[p] for p in hyp] for hyp in res.hypotheses])
+            texts = self.tokenizer.decode_tgt([[self._tgt_ids[p] for p in hyp] for hyp in res.hypotheses])
             out[i] = list(zip(texts, [float(s) for s in res.scores]))
         return out
 
@@ -230,5 +231,4 @@ class CT2Translator:
         results = self.translator.translate_batch(tokens, beam_size=beam_size, max_batch_size=batch_size,
                                                   batch_type="examples", max_decoding_length=max_decoding_length,
                                                   length_penalty=length_penalty)
-        vocab = {p: i for i, p in enumerate(self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size)))}
-        return [[vocab[p] for p in r.hypotheses[0]] for r in results]
+        return [[self._tgt_ids[p] for p in r.hypotheses[0]] for r in results]
