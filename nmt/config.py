@@ -231,7 +231,7 @@ class AttentionOutputConfig:
 class TranslateConfig:
     """``nmt-translate`` options (key=value on the command line)."""
 
-    ckpt: Optional[str] = None  # checkpoint directory or run directory (best checkpoint is used); engine=torch
+    ckpt: Optional[str] = None  # checkpoint or run directory (its best checkpoint); several, comma-separated: an ensemble
     engine: str = "torch"  # torch | ctranslate2 (a model directory written by nmt-export, given as model=DIR)
     model: Optional[str] = None  # CTranslate2 model directory (engine=ctranslate2)
     compute_type: str = "default"  # CTranslate2 compute type (default: the stored weights' type; int8, float32, ...)
@@ -241,8 +241,11 @@ class TranslateConfig:
     length_penalty: Optional[float] = None
     batch_size: int = 64
     nbest: int = 1
-    scores: bool = False  # print the score (tab-separated) before each hypothesis
+    format: str = "plain"  # plain | score (score<TAB>text) | tsv (id<TAB>rank<TAB>score<TAB>text) | jsonl
+    scores: bool = False  # alias of format=score
     print_alignment: bool = False  # append a tab and Pharaoh word links (src-tgt, 0-based) to each line
+    chunk_size: int = 1000  # input lines read, translated and written (flushed) at a time
+    progress: str = "auto"  # progress bar on stderr: auto (only when stderr is a terminal) | true | false
     alignment_shift: bool = False  # links from the step where the word is the decoder input (shift-att)
     attention: AttentionOutputConfig = field(default_factory=AttentionOutputConfig)
     device: str = "cpu"

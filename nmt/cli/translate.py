@@ -1,21 +1,40 @@
 """``nmt-translate ckpt=DIR [key=value ...] [SENTENCE ...]``: translate sentences.
 
+``ckpt=DIR1,DIR2,...`` decodes with an ensemble of the checkpoints (the mean of their
+next-token probabilities, as fairseq); they must share one sentencepiece model.
 ``nmt-translate engine=ctranslate2 model=DIR ...`` translates with a model exported by
 ``nmt-export`` (CTranslate2, C++; beam search and n-best, no alignments).
 
 Sentences come from the arguments (words without ``=``, or everything after ``--``), from
-``input=FILE``, or from stdin, one per line; exactly one output line per input line in input
-order (an n-best block with ``nbest>1``). Needs only the checkpoint, and imports neither
-Hydra, datasets, TensorBoard nor matplotlib unless figures are asked for.
+``input=FILE``, or from stdin, one per line; exactly one output entry per input line in input
+order. Input is read ``chunk_size`` lines at a time (default 1000) and each chunk's output is
+written and flushed before the next chunk is read, so memory is bounded by a chunk and a
+pipeline sees results as they come; ``output=FILE`` is written atomically when all is done.
+A progress bar (lines translated) appears on stderr when stderr is a terminal
+(``progress=auto|true|false``). Needs only the checkpoint, and imports neither Hydra,
+datasets, TensorBoard nor matplotlib unless figures are asked for.
+
+Formats (``format=``; ``id`` = 0-based input line): ``plain`` (the translation; with
+``nbest>1`` Moses blocks ``id ||| text ||| score``), ``score`` (``score<TAB>text``, or the same
+blocks; ``scores=true`` is an alias), ``tsv`` (``id<TAB>rank<TAB>score<TAB>text`` per hypothesis,
+rank 1 = best) and ``jsonl`` (``{"id", "src", "hyps": [{"text", "score", "alignment"}]}`` per
+input line; ``alignment`` is filled with ``print_alignment=true``, else null).
+
+Interactive mode: when stdin is a terminal and neither sentences, ``input`` nor ``output`` are
+given, a ``> `` prompt translates each line as it is typed, prints the n-best list with scores
+and draws the best hypothesis's attention as a character heatmap; ``:beam 5``, ``:nbest 3``,
+``:lp 1.0``, ``:align on|off``, ``:help``, ``:quit`` (or Ctrl-D).
 
 Alignments: ``print_alignment=true`` appends a tab and the hard word alignment in Pharaoh
 format (``i-j``: source word i, target word j, 0-based, words = whitespace tokens) to each
-output line; ``attention.logdir=DIR`` (TensorBoard), ``attention.png_dir=DIR`` (PNG files)
-and ``attention.ascii=true`` (character heatmaps on stderr) show the attention of the
-translations the search produced, every layer and head.
+output line (tsv: a fifth column; n-best blocks: a fourth ``|||`` field);
+``attention.logdir=DIR`` (TensorBoard), ``attention.png_dir=DIR`` (PNG files) and
+``attention.ascii=true`` (character heatmaps on stderr) show the attention of the
+translations the search produced, every layer and head (for an ensemble: each member's).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sys
@@ -25,7 +44,6 @@ log = logging.getLogger("nmt.translate")
 
 
 _OPTION = re.compile(r"^[+~]{0,2}[A-Za-z_][A-Za-z0-9_.]*=\S*$")
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f]")  # C0 controls except tab, as in nmt.data.corpus (R26)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -43,94 +61,32 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def read_input(path: Optional[str], sentences: list[str]) -> list[str]:
-    """The lines to translate, one per input line (R19: split on ``\\n`` only, so counts match
-    ``wc -l``; R25, R26: a line that is not valid UTF-8 becomes an empty line and control
-    characters such as NUL become spaces, each with a warning naming the line, so the output
-    keeps one line per input line).
+    """All input lines at once (see :func:`nmt.cli.translate_io.read_chunks` for the rules).
 
     Raises:
         SystemExit: no input at all, or ``path`` cannot be read.
     """
-    if sentences:
-        return [_clean(s, "<arguments>", n) for n, s in enumerate(sentences, 1)]
-    where = path or "<stdin>"
-    try:
-        raw = open(path, "rb").read() if path else sys.stdin.buffer.read()
-    except OSError as err:
-        raise SystemExit(f"error: cannot read {where}: {err.strerror or err}") from None
-    if not raw:
-        raise SystemExit(f"error: no input in {where}: give sentences as arguments, input=FILE, or lines on stdin")
-    lines = raw.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, 1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            log.warning("%s line %d: invalid UTF-8 at byte %d; its output line is empty", where, n, err.start)
-            text = ""
-        out.append(_clean(text.rstrip("\r"), where, n))
-    return out
+    from nmt.cli.translate_io import read_chunks
+
+    return [line for chunk in read_chunks(path, sentences, chunk_size=4096) for line in chunk]
 
 
-def _clean(text: str, where: str, n: int) -> str:
-    if _CONTROL.search(text):
-        log.warning("%s line %d: control characters (NUL, ...) replaced by spaces", where, n)
-        text = _CONTROL.sub(" ", text)
-    return text.strip()
+def output_format(cfg) -> str:
+    """``cfg.format``, with ``scores=true`` as an alias of ``format=score``.
 
+    Raises:
+        SystemExit: an unknown format, or ``scores=true`` with tsv/jsonl.
+    """
+    from nmt.cli.translate_io import FORMATS
 
-def format_output(hyps_per_line, tokenizer, nbest: int, scores: bool,
-                  alignments: Optional[list[list[str]]] = None) -> list[str]:
-    """One line per input (``score<TAB>text`` with scores), or Moses-style n-best blocks
-    ``index ||| text ||| score``; with ``alignments`` (Pharaoh strings per hypothesis) a tab
-    and the links follow the text (n-best: a fourth ``|||`` field)."""
-    out = []
-    for i, hyps in enumerate(hyps_per_line):
-        texts = tokenizer.decode_tgt([h.tokens for h in hyps])
-        links = alignments[i] if alignments is not None else None
-        if nbest > 1:
-            out += [f"{i} ||| {t} ||| {h.score:.4f}" + (f" ||| {links[k]}" if links is not None else "")
-                    for k, (t, h) in enumerate(zip(texts, hyps))]
-            continue
-        line = f"{hyps[0].score:.4f}\t{texts[0]}" if scores else texts[0]
-        out.append(line + (f"\t{links[0]}" if links is not None else ""))
-    return out
-
-
-def pharaoh_links(hyps_per_line, src_ids, tokenizer, shift: bool) -> list[list[str]]:
-    """Pharaoh word links of every hypothesis from the alignment the search carried."""
-    from nmt.alignment import format_pharaoh
-    from nmt.attention_maps import EOS_PIECE, word_alignment
-
-    out = []
-    for hyps, src in zip(hyps_per_line, src_ids):
-        links = []
-        for h in hyps:
-            if h.alignment is None:  # empty input
-                links.append("")
-                continue
-            src_pieces = tokenizer.src_pieces(src[: h.alignment.size(1) - 1]) + [EOS_PIECE]
-            tgt_pieces = tokenizer.tgt_pieces(h.tokens) + [EOS_PIECE]
-            links.append(format_pharaoh(word_alignment(h.alignment, tgt_pieces, src_pieces, shift=shift)))
-        out.append(links)
-    return out
-
-
-def write_figures(cfg, model, tokenizer, src_ids, hyps_per_line, max_src_len: int) -> None:
-    """The figures asked for by ``attention.*`` for every non-empty input line."""
-    from nmt.attention_maps import collect_attention
-    from nmt.viz import write_attention
-
-    ac = cfg.attention
-    rows = [i for i, s in enumerate(src_ids) if s]
-    maps = collect_attention(model, tokenizer, [src_ids[i][:max_src_len] for i in rows],
-                             [hyps_per_line[i][0].tokens for i in rows], batch_size=cfg.batch_size)
-    n = write_attention(maps, [f"sentence{i + 1}" for i in rows], logdir=ac.logdir, png_dir=ac.png_dir,
-                        ascii_stream=sys.stderr if ac.ascii else None, words=ac.words, all_layers=ac.all_layers)
-    if n:
-        log.info("wrote %d attention figures to %s", n, " and ".join(p for p in (ac.logdir, ac.png_dir) if p))
+    fmt = cfg.format
+    if fmt not in FORMATS:
+        raise SystemExit(f"error: format={fmt!r}; expected one of {', '.join(FORMATS)}")
+    if cfg.scores:
+        if fmt not in ("plain", "score"):
+            raise SystemExit(f"error: scores=true is format=score; it cannot be combined with format={fmt}")
+        fmt = "score"
+    return fmt
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -143,79 +99,56 @@ def main(argv: Optional[list[str]] = None) -> None:
     cfg: Optional[TranslateConfig] = parse_options(TranslateConfig, __doc__, argv, parse=opts)
     if cfg is None:
         return
-    lines = read_input(cfg.input, sentences)
-    for n, line in enumerate(lines, 1):
-        if not line:
-            log.warning("input line %d is empty; its output line is empty", n)
-    if cfg.engine == "ctranslate2":
-        out = translate_ctranslate2(cfg, lines)
-    elif cfg.engine == "torch":
-        out = translate_torch(cfg, lines)
-    else:
-        raise SystemExit(f"error: unknown engine={cfg.engine!r}; expected torch or ctranslate2")
-    text = "".join(line + "\n" for line in out)
-    if cfg.output:
-        from nmt.io import atomic_write_text
+    fmt = output_format(cfg)
+    if cfg.nbest < 1:
+        raise SystemExit(f"error: nbest must be at least 1, got {cfg.nbest}")
+    if not sentences and not cfg.input and not cfg.output and sys.stdin.isatty():
+        from nmt.cli.interactive import run_interactive
+        from nmt.cli.translate_engines import build_engine
 
-        atomic_write_text(cfg.output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        engine = build_engine(cfg)
+        run_interactive(engine, engine.defaults, sys.stdin, sys.stdout)
+        return
+    translate_stream(cfg, sentences, fmt)
 
 
-def translate_ctranslate2(cfg, lines: list[str]) -> list[str]:
-    """Output lines from an exported CTranslate2 model (``model=DIR``); no alignments or figures."""
-    from nmt.export.ctranslate2 import CT2Translator, ExportError
+def translate_stream(cfg, sentences: list[str], fmt: str, stdin=None, stdout=None) -> int:
+    """Translate the input chunk by chunk, writing and flushing each chunk's output before the
+    next chunk is read; returns the number of input lines.
 
-    if not cfg.model:
-        raise SystemExit("error: engine=ctranslate2 needs model=DIR (a directory written by nmt-export)")
-    if cfg.print_alignment or cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii:
-        raise SystemExit("error: alignments and attention figures need engine=torch and ckpt=...")
+    Args:
+        stdin, stdout: binary input and text output streams (default: the process's).
+    Raises:
+        SystemExit: no input, unreadable input, unwritable output, or engine errors.
+    """
+    from nmt.cli.translate_engines import build_engine
+    from nmt.cli.translate_io import OutputWriter, format_chunk, progress_bar, read_chunks
+
+    chunks = read_chunks(cfg.input, sentences, cfg.chunk_size, stream=stdin)
+    first = next(chunks)  # "no input" before the model is loaded
+    engine = build_engine(cfg)
+    figures = bool(cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii)
+    bar = progress_bar(cfg.progress)
+    writer = OutputWriter(cfg.output, stream=stdout)
+    done, ok = 0, False
     try:
-        tr = CT2Translator(cfg.model, device=cfg.device, compute_type=cfg.compute_type,
-                           intra_threads=max(cfg.num_threads, 0))
-    except (ExportError, RuntimeError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
-    results = tr.translate(lines, beam_size=cfg.beam_size, length_penalty=cfg.length_penalty, nbest=cfg.nbest,
-                           batch_size=cfg.batch_size)
-    out = []
-    for i, hyps in enumerate(results):
-        if cfg.nbest > 1:
-            out += [f"{i} ||| {t} ||| {s:.4f}" for t, s in hyps]
-        else:
-            out.append(f"{hyps[0][1]:.4f}\t{hyps[0][0]}" if cfg.scores else hyps[0][0])
-    return out
-
-
-def translate_torch(cfg, lines: list[str]) -> list[str]:
-    """Output lines from a checkpoint with our batched beam search (``ckpt=DIR``)."""
-    if not cfg.ckpt:
-        raise SystemExit("error: give ckpt=DIR (a checkpoint or run directory), or engine=ctranslate2 model=DIR")
-    import torch
-
-    from nmt.evaluate import translate_ids
-    from nmt.train.checkpoint import CheckpointError, load_model
-
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    try:
-        loaded = load_model(cfg.ckpt, device=cfg.device)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from None
-    sc = loaded.config.search
-    beam = cfg.beam_size or sc.beam_size
-    src_ids = loaded.tokenizer.encode_src(lines)
-    max_src_len = loaded.config.model.max_positions - 1
-    hyps = translate_ids(loaded.model, src_ids, beam_size=max(beam, cfg.nbest),
-                         length_penalty=sc.length_penalty if cfg.length_penalty is None else cfg.length_penalty,
-                         max_len_a=sc.max_len_a, max_len_b=sc.max_len_b, nbest=cfg.nbest,
-                         batch_size=cfg.batch_size, max_src_len=max_src_len, need_attn=cfg.print_alignment,
-                         device=cfg.device)
-    links = pharaoh_links(hyps, src_ids, loaded.tokenizer, cfg.alignment_shift) if cfg.print_alignment else None
-    out = format_output(hyps, loaded.tokenizer, cfg.nbest, cfg.scores, links)
-    if cfg.attention.logdir or cfg.attention.png_dir or cfg.attention.ascii:
-        write_figures(cfg, loaded.model, loaded.tokenizer, src_ids, hyps, max_src_len)
-    return out
+        for lines in itertools.chain([first], chunks):
+            for n, line in enumerate(lines, done + 1):
+                if not line:
+                    log.warning("input line %d is empty; its output line is empty", n)
+            decoded = engine.translate(lines, engine.defaults, first_line=done + 1)
+            writer.write(format_chunk(done, lines, decoded.translations, fmt, engine.defaults.nbest))
+            if figures:
+                engine.write_figures(decoded, first_line=done + 1)
+            done += len(lines)
+            if bar is not None:
+                bar.update(len(lines))
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close(ok)
+    return done
 
 
 if __name__ == "__main__":
