@@ -175,7 +175,8 @@ class TrainConfig:
     patience: int = 10  # validations without BLEU improvement before stopping (0 = off)
     log_every_steps: int = 100
     keep_last: int = 2
-    average_last: int = 0  # at the end, average the last N epoch checkpoints (0 = off)
+    average_last: int = 0  # at the end, average the last N checkpoints; kept only if dev BLEU improves (0 = off)
+    average_best: int = 0  # at the end, average the best N checkpoints by dev BLEU (kept while training); kept only if better (0 = off)
     num_threads: int = 0  # torch intra-op threads (0 = torch default)
     device: str = "cpu"  # cpu | cuda | auto
     eval_test: bool = True  # decode the test split with beam search at the end
@@ -283,15 +284,36 @@ class AlignConfig:
 
 @dataclass
 class EvaluateConfig:
-    """``nmt-evaluate`` options."""
+    """``nmt-evaluate`` options. Lists are comma-separated (``split=test2016,test2017``)."""
 
-    ckpt: str = MISSING
-    split: str = "test2016"
+    ckpt: Optional[str] = None  # checkpoint or run dir; a comma list decodes with an ensemble
+    baseline: Optional[str] = None  # a second system (checkpoint or ensemble) for the paired bootstrap test
+    hyp: Optional[str] = None  # precomputed hypotheses instead of ckpt, one file per test set
+    baseline_hyp: Optional[str] = None  # precomputed baseline hypotheses, one file per test set
+    split: Optional[str] = None  # split names (default: the data config's test split unless src/ref are given)
     data_dir: Optional[str] = None  # default: the checkpoint's data config
-    src: Optional[str] = None  # explicit source file (overrides split)
-    ref: Optional[str] = None  # explicit reference file
-    output: Optional[str] = None  # hypotheses file; default: <ckpt>/../hyp.<split>.<tgt>
+    src: Optional[str] = None  # explicit source files (paired with ref)
+    ref: Optional[str] = None  # explicit reference files, as many as src
+    output: Optional[str] = None  # hypotheses files, one per set; default: <run>/hyp.<set>
+    bootstrap_samples: int = 1000  # paired bootstrap resamples (sacrebleu's default)
     beam_size: Optional[int] = None
+    length_penalty: Optional[float] = None
+    batch_size: int = 64
+    device: str = "cpu"
+    num_threads: int = 0
+
+
+@dataclass
+class AverageConfig:
+    """``nmt-average`` options: average checkpoints of a run (Vaswani et al. 2017 §6.1)."""
+
+    run: str = MISSING  # run directory (or its checkpoints/ directory)
+    n: int = 5  # number of checkpoints averaged
+    by: str = "bleu"  # bleu: the N with the best dev BLEU in meta.json | last: the N latest steps
+    out: Optional[str] = None  # default: <run>/checkpoints/averaged
+    keep: str = "better"  # better: the average becomes "best" only if its dev BLEU beats it | always
+    data_dir: Optional[str] = None  # default: the run's data config
+    beam_size: Optional[int] = None  # default: the checkpoint's search settings
     length_penalty: Optional[float] = None
     batch_size: int = 64
     device: str = "cpu"

@@ -1,4 +1,5 @@
-"""Translate a corpus and score it with sacrebleu (BLEU, lowercased BLEU, chrF), with signatures."""
+"""Translate a corpus and score it with sacrebleu (BLEU, lowercased BLEU, chrF, TER) with signatures;
+paired bootstrap significance tests between two systems."""
 from __future__ import annotations
 
 import logging
@@ -51,21 +52,86 @@ def translate_texts(model, tokenizer, texts: Sequence[str], **kwargs) -> list[li
     return translate_ids(model, tokenizer.encode_src(list(texts)), **kwargs)
 
 
-def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """sacrebleu BLEU (13a, cased), lowercased BLEU and chrF on detokenised text (R29).
+def corpus_metrics() -> dict:
+    """The corpus metrics every evaluation reports, as fresh sacrebleu objects keyed by result name:
+    ``bleu`` (13a, cased), ``bleu_lc`` (lowercased), ``chrf`` (chrF2, Popović 2015) and ``ter``
+    (Snover et al. 2006, sacrebleu's tercom-compatible defaults)."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
 
-    Returns a dict with ``bleu``, ``bleu_lc``, ``chrf`` and their ``*_signature`` strings.
+    return {"bleu": BLEU(), "bleu_lc": BLEU(lowercase=True), "chrf": CHRF(), "ter": TER()}
+
+
+def _check_counts(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+
+
+def score_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """sacrebleu BLEU (13a, cased), lowercased BLEU, chrF and TER on detokenised text (R29).
+
+    Returns a dict with ``bleu``, ``bleu_lc``, ``chrf``, ``ter`` (all in 0-100, rounded to 2
+    decimals; TER is an error rate: lower is better) and their ``*_signature`` strings.
 
     Raises:
         ValueError: when the numbers of hypotheses and references differ.
     """
-    from sacrebleu.metrics import BLEU, CHRF
-
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    _check_counts(hypotheses, references)
     hyps, refs = list(hypotheses), [list(references)]
     out = {}
-    for key, metric in (("bleu", BLEU()), ("bleu_lc", BLEU(lowercase=True)), ("chrf", CHRF())):
+    for key, metric in corpus_metrics().items():
         out[key] = round(metric.corpus_score(hyps, refs).score, 2)
         out[f"{key}_signature"] = str(metric.get_signature())
+    return out
+
+
+PAIRED_METRICS = ("bleu", "chrf", "ter")
+
+
+def paired_bootstrap(hypotheses: Sequence[str], baseline: Sequence[str], references: Sequence[str],
+                     n_samples: int = 1000, metrics: Sequence[str] = PAIRED_METRICS) -> dict:
+    """Paired bootstrap resampling (Koehn 2004) of a system against a baseline, with sacrebleu's
+    implementation (``sacrebleu.significance.PairedTest``, ``test_type="bs"``, as ``sacrebleu
+    --paired-bs``): both systems are scored on the same ``n_samples`` resamples of the sentences
+    (seed 12345, or ``$SACREBLEU_SEED``).
+
+    Args:
+        hypotheses, baseline, references: one detokenised line per sentence each.
+        n_samples: bootstrap resamples (sacrebleu's default 1000).
+        metrics: names from :func:`corpus_metrics`.
+
+    Returns:
+        ``{metric: {"system": {"score", "mean", "ci", "p_value"}, "baseline": {"score", "mean",
+        "ci"}, "signature": str}}`` where ``mean`` and ``ci`` are the bootstrap mean and the
+        half-width of its 95% confidence interval, and ``p_value`` is the probability of a
+        difference at least as large as the observed one under the null hypothesis (two-sided).
+        Identical hypothesis lists get ``p_value = 1.0``: sacrebleu's test yields ``1/(n+1)`` there
+        because every resampled difference is exactly 0 and its count uses a strict ``>``.
+
+    Raises:
+        ValueError: unequal numbers of lines, ``n_samples < 1`` or an unknown metric name.
+    """
+    from sacrebleu.significance import PairedTest
+
+    _check_counts(hypotheses, references)
+    _check_counts(baseline, references)
+    if n_samples < 1:
+        raise ValueError(f"bootstrap samples must be >= 1, got {n_samples}")
+    available = corpus_metrics()
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {sorted(available)}")
+    identical = list(hypotheses) == list(baseline)
+    out = {}
+    for key in metrics:  # one test per metric: sacrebleu keys results by metric name (BLEU twice would clash)
+        test = PairedTest([("baseline", list(baseline)), ("system", list(hypotheses))], {key: available[key]},
+                          references=[list(references)], test_type="bs", n_samples=n_samples)
+        signatures, scores = test()
+        (name, signature), = signatures.items()
+        base, system = scores[name]
+        out[key] = {"system": {"score": round(system.score, 2), "mean": round(float(system.mean), 2),
+                               "ci": round(float(system.ci), 2),
+                               "p_value": 1.0 if identical else round(float(system.p_value), 4)},
+                    "baseline": {"score": round(base.score, 2), "mean": round(float(base.mean), 2),
+                                 "ci": round(float(base.ci), 2)},
+                    "signature": str(signature)}
     return out

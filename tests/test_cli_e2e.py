@@ -136,9 +136,11 @@ def test_evaluate_prints_bleu_with_signatures(trained_run, tmp_path):
     out = tmp_path / "hyp.txt"
     proc = _run([_script("nmt-evaluate"), f"ckpt={run_dir}", "split=test2016", f"output={out}", "beam_size=2"],
                 env, cwd=tmp_path)
-    assert "BLEU = " in proc.stdout and "case:lc" in proc.stdout and "chrF = " in proc.stdout
+    for signature in ("BLEU signature: nrefs:1|case:mixed", "BLEU lc signature: nrefs:1|case:lc", "chrF signature: ",
+                      "TER signature: "):
+        assert signature in proc.stdout, proc.stdout
     result = json.loads(proc.stdout.strip().split("\n")[-1])
-    assert result["sentences"] == 1000  # the whole split: evaluation never uses the debug slice
+    assert result["sets"][0]["sentences"] == 1000  # the whole split: evaluation never uses the debug slice
     assert len(out.read_text().split("\n")) == 1001
 
 

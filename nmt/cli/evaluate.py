@@ -1,4 +1,16 @@
-"""``nmt-evaluate ckpt=DIR split=test2016``: decode a split and print sacrebleu scores."""
+"""``nmt-evaluate``: decode test sets and score them with sacrebleu (BLEU, lowercased BLEU, chrF, TER),
+optionally against a baseline with the paired bootstrap test (Koehn 2004; sacrebleu's implementation).
+
+  nmt-evaluate ckpt=RUN                                   # the data config's test split
+  nmt-evaluate ckpt=RUN split=test2016,valid src=a.en,b.en ref=a.de,b.de
+  nmt-evaluate ckpt=RUN_A,RUN_B                           # an ensemble of two checkpoints
+  nmt-evaluate ckpt=RUN_A baseline=RUN_B split=test2016   # A against B: bootstrap mean, 95% CI, p-value
+  nmt-evaluate hyp=a.de baseline_hyp=b.de ref=test.de     # precomputed hypotheses
+
+Lists are comma-separated. Prints one table (and one per metric signature), then the whole
+result as one JSON line. Hypotheses are written to <run>/hyp.<set> (a baseline's to
+<run>/hyp.baseline.<set>) unless output= names one file per set.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,62 +23,261 @@ from typing import Optional
 
 log = logging.getLogger("nmt.evaluate")
 
+COLUMNS = (("bleu", "BLEU"), ("bleu_lc", "BLEU lc"), ("chrf", "chrF"), ("ter", "TER"))
+
+
+@dataclasses.dataclass
+class TestSet:
+    """One test set: sources (None when only hypotheses are scored) and references."""
+
+    name: str
+    src: Optional[list[str]]
+    ref: list[str]
+    ref_path: str  # for messages
+
+
+@dataclasses.dataclass
+class System:
+    """A system to score: a (possibly ensembled) checkpoint or precomputed hypothesis files."""
+
+    role: str  # "system" or "baseline"
+    loaded: object = None  # LoadedModel
+    hyp_files: Optional[list[str]] = None
+
+    @property
+    def description(self) -> str:
+        if self.loaded is None:
+            return ",".join(self.hyp_files or [])
+        members = self.loaded.meta.get("ensemble")
+        return ",".join(map(str, members)) if members else str(self.loaded.path)
+
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console script ``nmt-evaluate``; prints cased BLEU, lowercased BLEU and chrF with signatures,
-    then the whole result as one JSON line."""
+    """Console script ``nmt-evaluate``."""
     evaluate(sys.argv[1:] if argv is None else argv)
 
 
+def _items(value: Optional[str]) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; None -> ``[]``."""
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def _system(role: str, ckpt: Optional[str], hyp: Optional[str], device: str) -> Optional[System]:
+    """Load ``ckpt`` (a comma list: an ensemble) or take ``hyp`` files; None when neither is given."""
+    from nmt.models.ensemble import load_ensemble
+    from nmt.train.checkpoint import CheckpointError
+
+    names = ("ckpt", "hyp") if role == "system" else ("baseline", "baseline_hyp")
+    if ckpt and hyp:
+        raise SystemExit(f"error: give {names[0]}= or {names[1]}=, not both")
+    if hyp:
+        return System(role, hyp_files=_items(hyp))
+    if not ckpt:
+        return None
+    try:
+        return System(role, loaded=load_ensemble(_items(ckpt), device=device))
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def _test_sets(cfg, data_cfg) -> list[TestSet]:
+    """The splits named in ``split=`` (default: the test split when no ``ref=`` is given), then the
+    ``src=``/``ref=`` pairs.
+
+    Raises:
+        SystemExit: unequal numbers of src and ref files, unreadable or misaligned files.
+    """
+    from nmt.data.corpus import DataError, load_split, read_lines, read_parallel
+
+    srcs, refs = _items(cfg.src), _items(cfg.ref)
+    if srcs and len(srcs) != len(refs):
+        raise SystemExit(f"error: src= names {len(srcs)} files ({', '.join(srcs)}) but ref= names {len(refs)} "
+                         f"({', '.join(refs) or 'none'}); give one reference file per source file")
+    splits = _items(cfg.split) or ([] if refs else [data_cfg.test_split])
+    sets = []
+    try:
+        for split in splits:
+            text = load_split(data_cfg, split)
+            sets.append(TestSet(f"{split}.{data_cfg.tgt_lang}", text.src, text.tgt, text.name or split))
+        for i, ref in enumerate(refs):
+            if srcs:
+                text = read_parallel(srcs[i], ref, drop_empty=False, name=srcs[i])
+                sets.append(TestSet(Path(srcs[i]).name, text.src, text.tgt, ref))
+            else:
+                sets.append(TestSet(Path(ref).name, None, list(read_lines(ref)), ref))
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"error: test sets with the same name ({', '.join(names)}): their hypothesis files would "
+                         "overwrite each other; rename one")
+    return sets
+
+
+def search_settings(loaded, beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> dict:
+    """A checkpoint's search settings (``beam_size``, ``length_penalty``, ``max_len_a``,
+    ``max_len_b``), with ``beam_size``/``length_penalty`` replaced when given."""
+    sc = loaded.config.search
+    return {"beam_size": beam_size or sc.beam_size, "max_len_a": sc.max_len_a, "max_len_b": sc.max_len_b,
+            "length_penalty": sc.length_penalty if length_penalty is None else length_penalty}
+
+
+def decode_best(loaded, model, sources: list[str], settings: dict, batch_size: int, device: str) -> list[str]:
+    """Detokenised best hypotheses of ``model`` (``loaded.model`` or weights loaded into it) for
+    ``sources``, with :func:`search_settings`; inputs longer than the model's positions are truncated."""
+    from nmt.evaluate import translate_texts
+
+    hyps = translate_texts(model, loaded.tokenizer, sources, batch_size=batch_size,
+                           max_src_len=loaded.config.model.max_positions - 1, device=device, **settings)
+    return loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+
+
+def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
+    """Per set: ``{"texts", "hypotheses" (file), "decode_seconds"}``; decodes with the checkpoint's
+    search settings (and writes the files) or reads the given files.
+
+    Raises:
+        SystemExit: a hypothesis file count or line count that does not match the test sets.
+    """
+    from nmt.data.corpus import DataError, read_lines
+    from nmt.io import atomic_write_text
+
+    out = []
+    if system.hyp_files is not None:
+        files = system.hyp_files
+        if len(files) != len(sets):
+            raise SystemExit(f"error: {len(files)} {system.role} hypothesis files ({', '.join(files)}) for "
+                             f"{len(sets)} test sets ({', '.join(s.name for s in sets)})")
+        for path, test in zip(files, sets):
+            try:
+                texts = list(read_lines(path))
+            except DataError as err:
+                raise SystemExit(f"error: {err}") from None
+            if len(texts) != len(test.ref):
+                raise SystemExit(f"error: {path} has {len(texts)} lines but the references {test.ref_path} have "
+                                 f"{len(test.ref)}; hypotheses must be aligned line by line with the references")
+            out.append({"texts": texts, "hypotheses": path})
+        return out
+    outputs = _items(cfg.output) if system.role == "system" else []
+    if outputs and len(outputs) != len(sets):
+        raise SystemExit(f"error: output= names {len(outputs)} files for {len(sets)} test sets "
+                         f"({', '.join(s.name for s in sets)})")
+    run_dir = Path(system.loaded.path).parent.parent
+    prefix = "hyp." if system.role == "system" else "hyp.baseline."
+    settings = search_settings(system.loaded, cfg.beam_size, cfg.length_penalty)
+    for i, test in enumerate(sets):
+        if test.src is None:
+            raise SystemExit(f"error: {test.ref_path} has no source file to decode: give src= with ref=")
+        t0 = time.monotonic()
+        texts = decode_best(system.loaded, system.loaded.model, test.src, settings, cfg.batch_size, cfg.device)
+        path = Path(outputs[i]) if outputs else run_dir / f"{prefix}{test.name}"
+        atomic_write_text(path, "".join(t + "\n" for t in texts))
+        out.append({"texts": texts, "hypotheses": str(path), "decode_seconds": round(time.monotonic() - t0, 2)})
+    return out
+
+
+def _print_scores(rows: list[dict], signatures: dict) -> None:
+    """The table of scores, then each metric's signature once."""
+    width = max([len("set")] + [len(r["set"]) for r in rows])
+    with_role = any("system" in r for r in rows)
+    head = f"{'set':<{width}}  " + ("system    " if with_role else "") + f"{'sentences':>9}"
+    print(head + "".join(f"  {label:>7}" for _, label in COLUMNS))
+    for r in rows:
+        line = f"{r['set']:<{width}}  " + (f"{r['system']:<8}  " if with_role else "") + f"{r['sentences']:>9}"
+        print(line + "".join(f"  {r[key]:>7.2f}" for key, _ in COLUMNS))
+    for key, label in COLUMNS:
+        print(f"{label} signature: {signatures[key]}")
+
+
+def _print_significance(results: list[dict]) -> None:
+    """Per set: each system's score, bootstrap mean ± 95% CI and the p-value (* : p < 0.05)."""
+    from nmt.evaluate import PAIRED_METRICS
+
+    labels = dict(COLUMNS)
+    width = max([len("set")] + [len(r["set"]) for r in results])
+    print(f"\npaired bootstrap resampling ({results[0]['bootstrap_samples']} resamples): "
+          "score (bootstrap mean ± 95% CI), p-value of the difference to the baseline\n"
+          "(* p < 0.05; TER: lower is better)")
+    print((f"{'set':<{width}}  system    " + "".join(f"  {labels[m]:<32}" for m in PAIRED_METRICS)).rstrip())
+    for r in results:
+        for role in ("baseline", "system"):
+            cells = []
+            for m in PAIRED_METRICS:
+                s = r["significance"][m][role]
+                cell = f"{s['score']:.2f} ({s['mean']:.2f} ± {s['ci']:.2f})"
+                if role == "system":
+                    cell += f" p={s['p_value']:.4f}" + ("*" if s["p_value"] < 0.05 else "")
+                cells.append(f"  {cell:<32}")
+            print((f"{r['set'] if role == 'baseline' else '':<{width}}  {role:<8}" + "".join(cells)).rstrip())
+    for m in PAIRED_METRICS:
+        print(f"{labels[m]} bootstrap signature: {results[0]['significance'][m]['signature']}")
+
+
+def _score_sets(sets: list[TestSet], outputs: list[dict], base_outputs: Optional[list[dict]],
+                bootstrap_samples: int) -> tuple[list[dict], list[dict], dict]:
+    """Per set: scores (and the baseline's and the paired bootstrap test when there is one).
+    Returns (JSON entries, table rows, signatures by metric)."""
+    from nmt.evaluate import paired_bootstrap, score_corpus
+
+    entries, rows, signatures = [], [], {}
+    for i, test in enumerate(sets):
+        hyp = outputs[i]
+        scores = score_corpus(hyp["texts"], test.ref)
+        signatures = {k: scores.pop(f"{k}_signature") for k, _ in COLUMNS}
+        entry = {"set": test.name, "sentences": len(test.ref), **scores,
+                 **{k: v for k, v in hyp.items() if k != "texts"}}
+        if base_outputs is not None:
+            b = base_outputs[i]
+            b_scores = score_corpus(b["texts"], test.ref)
+            entry["baseline"] = {**{k: b_scores[k] for k, _ in COLUMNS},
+                                 **{k: v for k, v in b.items() if k != "texts"}}
+            entry["bootstrap_samples"] = bootstrap_samples
+            entry["significance"] = paired_bootstrap(hyp["texts"], b["texts"], test.ref, bootstrap_samples)
+            rows.append({"set": test.name, "system": "baseline", "sentences": len(test.ref), **entry["baseline"]})
+            rows.append({"set": "", "system": "system", "sentences": len(test.ref), **scores})
+        else:
+            rows.append({"set": test.name, "sentences": len(test.ref), **scores})
+        entries.append(entry)
+    return entries, rows, signatures
+
+
 def evaluate(argv: list[str]) -> dict:
-    """Run an evaluation from ``key=value`` arguments and return the result dict."""
+    """Run an evaluation from ``key=value`` arguments, print it and return the result dict."""
     from nmt.cli import parse_options
-    from nmt.config import EvaluateConfig
+    from nmt.config import DataConfig, EvaluateConfig
 
     cfg: Optional[EvaluateConfig] = parse_options(EvaluateConfig, __doc__, argv)
     if cfg is None:
         return {}
+    if cfg.num_threads > 0:
+        import torch
 
-    from nmt.data.corpus import DataError, load_split, read_parallel
-    from nmt.evaluate import score_corpus, translate_texts
-    from nmt.io import atomic_write_text
-    from nmt.train.checkpoint import CheckpointError, load_model
-
-    try:
-        loaded = load_model(cfg.ckpt, device=cfg.device)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from None
-    data_cfg = loaded.config.data
+        torch.set_num_threads(cfg.num_threads)
+    system = _system("system", cfg.ckpt, cfg.hyp, cfg.device)
+    if system is None:
+        raise SystemExit("error: give ckpt=CHECKPOINT (a comma list for an ensemble) or hyp=FILES")
+    baseline = _system("baseline", cfg.baseline, cfg.baseline_hyp, cfg.device)
+    if baseline is not None and cfg.bootstrap_samples < 1:
+        raise SystemExit(f"error: bootstrap_samples must be >= 1, got {cfg.bootstrap_samples}")
+    first = next((s.loaded for s in (system, baseline) if s is not None and s.loaded is not None), None)
+    data_cfg = first.config.data if first is not None else DataConfig()
     if cfg.data_dir:
         data_cfg = dataclasses.replace(data_cfg, dir=cfg.data_dir)
     data_cfg = dataclasses.replace(data_cfg, max_test_pairs=None, max_valid_pairs=None)
-    try:
-        if cfg.src or cfg.ref:
-            if not (cfg.src and cfg.ref):
-                raise SystemExit("error: give both src=FILE and ref=FILE")
-            corpus = read_parallel(cfg.src, cfg.ref, drop_empty=False, name=cfg.src)
-        else:
-            corpus = load_split(data_cfg, cfg.split)
-    except DataError as err:
-        raise SystemExit(f"error: {err}") from None
-    sc = loaded.config.search
-    beam = cfg.beam_size or sc.beam_size
-    lp = sc.length_penalty if cfg.length_penalty is None else cfg.length_penalty
-    t0 = time.monotonic()
-    hyps = translate_texts(loaded.model, loaded.tokenizer, corpus.src, beam_size=beam, length_penalty=lp,
-                           max_len_a=sc.max_len_a, max_len_b=sc.max_len_b, batch_size=cfg.batch_size,
-                           max_src_len=loaded.config.model.max_positions - 1, device=cfg.device)
-    texts = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-    seconds = time.monotonic() - t0
-    scores = score_corpus(texts, corpus.tgt)
-    name = Path(cfg.src).name if cfg.src else f"{cfg.split}.{data_cfg.tgt_lang}"
-    out_path = Path(cfg.output) if cfg.output else loaded.path.parent.parent / f"hyp.{name}"
-    atomic_write_text(out_path, "".join(t + "\n" for t in texts))
-    print(f"BLEU = {scores['bleu']:.2f}  ({scores['bleu_signature']})")
-    print(f"BLEU (lowercased) = {scores['bleu_lc']:.2f}  ({scores['bleu_lc_signature']})")
-    print(f"chrF = {scores['chrf']:.2f}  ({scores['chrf_signature']})")
-    result = {"checkpoint": str(loaded.path), "split": name, "sentences": len(texts), "beam_size": beam,
-              "length_penalty": lp, "decode_seconds": round(seconds, 2), "hypotheses": str(out_path), **scores}
+    sets = _test_sets(cfg, data_cfg)
+    result: dict = {"system": system.description, "sets": []}
+    if system.loaded is not None:
+        result["search"] = search_settings(system.loaded, cfg.beam_size, cfg.length_penalty)
+    if baseline is not None:
+        result.update(baseline=baseline.description, bootstrap_samples=cfg.bootstrap_samples)
+        if baseline.loaded is not None:
+            result["baseline_search"] = search_settings(baseline.loaded, cfg.beam_size, cfg.length_penalty)
+    outputs = _hypotheses(system, sets, cfg)
+    base_outputs = _hypotheses(baseline, sets, cfg) if baseline is not None else None
+    result["sets"], rows, result["signatures"] = _score_sets(sets, outputs, base_outputs, cfg.bootstrap_samples)
+    _print_scores(rows, result["signatures"])
+    if base_outputs is not None:
+        _print_significance(result["sets"])
     print(json.dumps(result))
     return result
 
