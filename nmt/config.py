@@ -41,6 +41,15 @@ class TokenizerConfig:
 
 
 @dataclass
+class HFDataFiles:
+    """``data_files`` of ``datasets.load_dataset``: a file or glob per split (None: no such split)."""
+
+    train: Optional[str] = None
+    validation: Optional[str] = None
+    test: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     """Where the parallel text comes from and how it is cleaned."""
 
@@ -60,6 +69,16 @@ class DataConfig:
     hf_tgt_column: Optional[str] = None
     hf_valid_split: Optional[str] = None  # hub split name if it differs (e.g. "validation")
     hf_test_split: Optional[str] = None
+    # local files through datasets' json/csv/parquet builders (hf_name=json|csv|parquet), or a hub
+    # dataset's own data_files, e.g. data.hf_data_files={train: train.jsonl, validation: dev.jsonl}
+    hf_data_files: HFDataFiles = field(default_factory=HFDataFiles)
+    hf_revision: Optional[str] = None  # hub revision (e.g. refs/convert/parquet for script datasets)
+    hf_cache_dir: Optional[str] = None  # datasets' cache_dir (default: $HF_DATASETS_CACHE)
+    num_proc: int = 1  # processes for Dataset.map tokenisation (non-streaming hf datasets)
+    # streaming (hf_name only): read train as a datasets.IterableDataset, never all in memory
+    streaming: bool = False
+    shuffle_buffer: int = 100000  # pairs read, shuffled and bucketed together (OpenNMT-py bucket_size)
+    stream_spm_sentences: int = 1000000  # first N pairs of the stream train sentencepiece
     # cleaning (R19-R23); filters apply to the training split only
     on_empty: Policy = Policy.skip
     on_invalid_utf8: Policy = Policy.error

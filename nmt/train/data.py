@@ -1,13 +1,26 @@
-"""Data preparation for training: read splits, train/load the tokenizer, build the id datasets."""
+"""Data preparation for training: read splits, train/load the tokenizer, build the id datasets.
+
+Three sources of training ids:
+
+- files (``data.corpus``/``data.dir``): read, cleaned, encoded in memory;
+- a Hugging Face dataset (``data.hf_name``): read and cleaned like files, encoded with
+  ``Dataset.map(num_proc=data.num_proc)`` into a cache keyed by the sentencepiece model
+  (:func:`nmt.data.hf.tokenize_split`);
+- a streamed Hugging Face dataset (``data.streaming=true``): never held in memory. sentencepiece
+  is trained on the first ``data.stream_spm_sentences`` pairs of the stream, and
+  :attr:`PreparedData.train_stream` yields the batches (:class:`nmt.data.streaming.StreamingBatches`).
+"""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from nmt.config import DataConfig
-from nmt.data.corpus import ParallelText, filter_by_length, load_split, resolve_data_dir
-from nmt.data.dataset import TokenizedDataset
+from nmt.data.corpus import DataError, ParallelText, filter_by_length, load_split, resolve_data_dir
+from nmt.data.dataset import UNK_WARN_RATE, TokenizedDataset
+from nmt.data.streaming import StreamingBatches
 from nmt.data.tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -15,12 +28,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
-    """Everything the trainer reads: the tokenizer, training ids and raw dev/test text."""
+    """Everything the trainer reads: the tokenizer, training ids and raw dev/test text.
+
+    Attributes:
+        tokenizer: the sentencepiece model(s).
+        train: training ids in memory, or None when streaming.
+        valid, test: raw dev/test text (``test`` None unless asked for).
+        train_stream: with ``data.streaming=true``, the training batches (``train`` is None then).
+            The trainer uses it in place of ``BucketingSampler`` + ``make_batch``: set
+            ``train_stream.max_tokens`` (done by :func:`prepare_data` from its ``max_tokens``),
+            call ``set_epoch(epoch)`` before each epoch, iterate it (``iterate(keep=...)`` to let
+            each data-parallel rank keep its own batch positions; ``batches_consumed - 1`` is the
+            position of the batch just yielded), move each :class:`~nmt.data.batch.Batch` to the
+            device, and save ``state_dict()`` in the checkpoint where the sampler's goes
+            (``load_state_dict`` on resume). It has no ``len()`` (TypeError): the progress bar and
+            the "skip the last partial update of an epoch" rule need another form; the largest
+            batch for the memory preflight is not known in advance either.
+    """
 
     tokenizer: Tokenizer
-    train: TokenizedDataset
+    train: Optional[TokenizedDataset]
     valid: ParallelText
     test: ParallelText | None
+    train_stream: Optional[StreamingBatches] = None
 
 
 def tokenizer_cache_dir(cfg: DataConfig) -> Path:
@@ -30,12 +60,30 @@ def tokenizer_cache_dir(cfg: DataConfig) -> Path:
     return Path.home() / ".cache" / "nmt" / "spm"
 
 
-def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True) -> PreparedData:
+def map_cache_dir(cfg: DataConfig) -> Path:
+    """Where tokenised ``save_to_disk`` / in-memory Hugging Face datasets are cached
+    (``<tokenizer.cache_dir>/hf_map`` or ``~/.cache/nmt/hf_map``); hub and data-file datasets use
+    ``datasets``' own cache instead."""
+    base = Path(cfg.tokenizer.cache_dir) if cfg.tokenizer.cache_dir else Path.home() / ".cache" / "nmt"
+    return base / "hf_map"
+
+
+def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens: int = 4096) -> PreparedData:
     """Read and clean the splits, train (or load) sentencepiece on train, filter train by length.
 
+    Args:
+        seed: sentencepiece seed; also the streamed batches' shuffle seed.
+        max_tokens: token budget of the streamed batches (``train.max_tokens``); unused otherwise.
     Raises:
         nmt.data.corpus.DataError: bad or missing input (the message says where and what).
     """
+    if cfg.streaming and not cfg.hf_name:
+        raise DataError("data.streaming=true reads a Hugging Face dataset: set data.hf_name (a hub id, a "
+                        "save_to_disk folder, or json/csv/parquet with data.hf_data_files)")
+    if cfg.streaming:
+        valid = load_split(cfg, "valid")
+        test = load_split(cfg, "test") if with_test else None
+        return _prepare_stream(cfg, seed, max_tokens, valid, test)
     train = load_split(cfg, "train")
     valid = load_split(cfg, "valid")
     test = load_split(cfg, "test") if with_test else None
@@ -43,10 +91,52 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True) -> Prepared
     log.info("data %s %s-%s: train %d, valid %d, test %s pairs", where, cfg.src_lang, cfg.tgt_lang, len(train.src),
              len(valid.src), "-" if test is None else len(test.src))
     tokenizer = train_tokenizer(train.src, train.tgt, cfg.tokenizer, tokenizer_cache_dir(cfg), seed=seed)
-    dataset = TokenizedDataset.from_text(tokenizer, train.src, train.tgt)
+    if cfg.hf_name:
+        from nmt.data.hf import load_tokenized_train
+
+        src, tgt = load_tokenized_train(cfg, tokenizer, [n - 1 for n in train.line_numbers], map_cache_dir(cfg))
+        dataset = TokenizedDataset(src, tgt)
+        report_unk(dataset, train.name)
+    else:
+        dataset = TokenizedDataset.from_text(tokenizer, train.src, train.tgt, name=train.name)
     keep = filter_by_length(dataset.src_lengths, dataset.tgt_lengths, cfg.max_len, cfg.max_len_ratio,
                             cfg.max_drop_fraction, name=train.name,
                             line_numbers=train.line_numbers)
     if len(keep) < len(dataset):
         dataset = dataset.subset(keep)
     return PreparedData(tokenizer, dataset, valid, test)
+
+
+def report_unk(dataset: TokenizedDataset, name: str) -> None:
+    """Log the UNK rate per side (warning above ``UNK_WARN_RATE``, R24), as ``TokenizedDataset.from_text``."""
+    for side, rate in dataset.unk_rate.items():
+        if rate > UNK_WARN_RATE:
+            log.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this language pair, or set "
+                        "tokenizer.byte_fallback=true / raise tokenizer.character_coverage", name, 100 * rate, side)
+        else:
+            log.info("%s: %.3f%% of %s tokens are <unk>", name, 100 * rate, side)
+
+
+def _prepare_stream(cfg: DataConfig, seed: int, max_tokens: int, valid: ParallelText,
+                    test: Optional[ParallelText]) -> PreparedData:
+    """Train sentencepiece on the first ``stream_spm_sentences`` pairs of the stream (cleaned), check
+    UNK rate and length-filter drop rate on them, and wrap the stream in :class:`StreamingBatches`."""
+    from nmt.data.hf import clean_pairs, open_train_stream
+
+    source, columns, label = open_train_stream(cfg)
+    n = cfg.stream_spm_sentences if cfg.max_train_pairs is None else min(cfg.stream_spm_sentences, cfg.max_train_pairs)
+    if n <= 0:
+        raise DataError(f"data.stream_spm_sentences must be positive, got {cfg.stream_spm_sentences}")
+    pairs = [columns.pair(row) for row in source.take(n)]
+    sample = clean_pairs([p[0] for p in pairs], [p[1] for p in pairs], list(range(1, len(pairs) + 1)),
+                         f"{label} (first {len(pairs)} rows)", cfg.on_empty, True, cfg)
+    if not len(sample):
+        raise DataError(f"{label}: no usable training pairs in the first {len(pairs)} rows of the stream")
+    log.info("data %s %s-%s (streamed): sentencepiece sample %d pairs, valid %d, test %s pairs", cfg.hf_name,
+             cfg.src_lang, cfg.tgt_lang, len(sample), len(valid.src), "-" if test is None else len(test.src))
+    tokenizer = train_tokenizer(sample.src, sample.tgt, cfg.tokenizer, tokenizer_cache_dir(cfg), seed=seed)
+    ids = TokenizedDataset.from_text(tokenizer, sample.src, sample.tgt, name=sample.name)
+    filter_by_length(ids.src_lengths, ids.tgt_lengths, cfg.max_len, cfg.max_len_ratio, cfg.max_drop_fraction,
+                     name=sample.name, line_numbers=sample.line_numbers)
+    stream = StreamingBatches(source, columns, tokenizer, cfg, max_tokens=max_tokens, seed=seed, name=label)
+    return PreparedData(tokenizer, None, valid, test, train_stream=stream)
