@@ -1,4 +1,9 @@
-"""``nmt-train``: Hydra entry point. Example: ``nmt-train experiment=multi30k_transformer``."""
+"""``nmt-train``: Hydra entry point. Example: ``nmt-train experiment=multi30k_transformer``.
+
+Data-parallel: ``torchrun --nproc_per_node N --no-python nmt-train ...`` (see
+:mod:`nmt.train.distributed`); every process uses the same Hydra run directory, and only rank 0
+writes into it (Hydra's ``.hydra/`` and log file included).
+"""
 from __future__ import annotations
 
 import logging
@@ -37,6 +42,7 @@ def run(cfg_node) -> dict:
     from nmt.config import ConfigError, to_config, validate
     from nmt.data.corpus import DataError
     from nmt.train.checkpoint import CheckpointError
+    from nmt.train import distributed
     from nmt.train.data import prepare_data
     from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, BatchTooLarge, RunDirError, Trainer,
                                    TrainingDiverged, TrainingInterrupted)
@@ -48,16 +54,33 @@ def run(cfg_node) -> dict:
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
-    log.info("run directory: %s", run_dir)
+    dist = distributed.init_distributed(cfg.train.device)
     try:
-        data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=cfg.train.eval_test)
-    except DataError as err:
+        distributed.per_rank_update_freq(cfg.train.update_freq, dist)
+    except ValueError as err:
         log.error("%s", err)
         sys.exit(2)
+    log.info("run directory: %s", run_dir)
+    data, error = None, None
+    for turn in ("main", "others"):  # rank 0 trains the tokenizer (and fills caches) while the others wait
+        if (turn == "main") == dist.is_main:
+            try:
+                data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=cfg.train.eval_test,
+                                    max_tokens=cfg.train.max_tokens)
+            except DataError as err:
+                error = str(err)
+        if turn == "main":
+            error = distributed.broadcast_object(dist, error)
+        if error is not None:
+            log.error("%s", error)
+            sys.exit(2)
     try:
-        trainer = Trainer(cfg, data, run_dir)
-        data.tokenizer.save(run_dir / "tokenizer")
-        return trainer.train()
+        trainer = Trainer(cfg, data, run_dir, dist)
+        if dist.is_main:
+            data.tokenizer.save(run_dir / "tokenizer")
+        results = trainer.train()
+        distributed.shutdown(dist)
+        return results
     except (RunDirError, CheckpointError, BatchTooLarge) as err:
         log.error("%s", err)
         sys.exit(2)
@@ -74,7 +97,19 @@ def main() -> None:
     import hydra
 
     from nmt.config import register_configs
+    from nmt.train.distributed import env_rank
 
+    if "--version" in sys.argv[1:]:
+        from nmt.versions import format_versions
+
+        print(format_versions())
+        return
+    rank = env_rank()
+    if rank > 0:
+        # torchrun: one run directory for the job; only rank 0 writes .hydra/ and the log file there
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: "
+                            "%(message)s", stream=sys.stderr, force=True)
     register_configs()
     hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")(run)()
 

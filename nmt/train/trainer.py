@@ -31,9 +31,12 @@ from nmt.io import atomic_write_text
 from nmt.models import build_model, count_parameters
 from nmt.search import Hypothesis
 from nmt.train import checkpoint as ckpt_io
+from nmt.train import distributed
 from nmt.train.data import PreparedData
+from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
-from nmt.train.monitor import Monitor, format_scalars, samples_markdown
+from nmt.train.monitor import Monitor, format_scalars, hparams_of, samples_markdown
+from nmt.versions import format_versions, versions
 from nmt.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("nmt.train")
@@ -48,6 +51,7 @@ RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.ma
                   "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
                   "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
                   "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
+                  "train.average_best",
                   "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
                   "data.tokenizer.cache_dir")
 
@@ -119,24 +123,42 @@ class Trainer:
     Args:
         cfg: the resolved configuration.
         data: tokenizer, training ids and dev/test text (:func:`nmt.train.data.prepare_data`).
-        run_dir: output directory (Hydra's run directory for ``nmt-train``).
+        run_dir: output directory (Hydra's run directory for ``nmt-train``), the same for every
+            process of a distributed job.
+        dist: this process's place in a ``torchrun`` job (:mod:`nmt.train.distributed`); rank 0
+            alone writes checkpoints, TensorBoard and results, the others train their share.
+
+    Raises:
+        ValueError: ``train.update_freq`` is not a multiple of the number of processes.
     """
 
-    def __init__(self, cfg: Config, data: PreparedData, run_dir: Path) -> None:
+    def __init__(self, cfg: Config, data: PreparedData, run_dir: Path, dist: DistContext = SINGLE) -> None:
         self.cfg = cfg
         self.data = data
+        self.dist = dist
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         tc = cfg.train
+        self.accum = distributed.per_rank_update_freq(tc.update_freq, dist)  # batches per update on this rank
         if tc.num_threads > 0:
             torch.set_num_threads(tc.num_threads)
-        if tc.device == "auto":
+        if dist.backend == "nccl":
+            self.device = torch.device("cuda", dist.local_rank)
+        elif tc.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(tc.device)
         seed_everything(tc.seed)
         tok = data.tokenizer
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
+        self.train_model: torch.nn.Module = self.model  # what the training forward runs (DDP wraps it)
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # the same initial weights everywhere (DDP also broadcasts rank 0's); dropout differs per rank
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[dist.local_rank] if self.device.type == "cuda" else None)
+            torch.manual_seed(tc.seed + 1000003 * dist.rank)
         oc = cfg.optim
         self.optimizer = build_optimizer(self.model, oc.optimizer, oc.lr, oc.betas, oc.eps, oc.weight_decay)
         if tc.precision not in ("fp32", "bf16", "fp16"):
@@ -147,8 +169,11 @@ class Trainer:
                                          warmup_steps=oc.warmup_steps, warmup_init_lr=oc.warmup_init_lr,
                                          min_lr=oc.min_lr, d_model=cfg.model.d_model,
                                          total_steps=tc.max_steps)
-        self.sampler = BucketingSampler(data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens,
-                                        shuffle=True, seed=tc.seed)
+        # the training batches' order and position: in-memory ids with the bucketing sampler, or
+        # a streamed corpus (data.streaming=true), which yields whole batches and has no length
+        self.stream = data.train_stream
+        self.sampler = self.stream if self.stream is not None else BucketingSampler(
+            data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens, shuffle=True, seed=tc.seed)
         self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
         self.progress = Progress()
         self.num_params = count_parameters(self.model)
@@ -156,10 +181,13 @@ class Trainer:
         self._start: Optional[float] = None
         self._last_saved_step = -1
         self.resumed_from = self._prepare_run_dir()
-        self.monitor = Monitor(self.run_dir / "tensorboard",
+        self.monitor = Monitor(self.run_dir / "tensorboard", enabled=dist.is_main,
                                purge_step=self.progress.step + 1 if self.resumed_from else None)
-        log.info("model %s: %d parameters; %d training pairs, %d batches per epoch", cfg.model.arch,
-                 self.num_params, len(data.train), len(self.sampler))
+        log.info("versions: %s", format_versions())
+        size = "streamed training data" if self.stream is not None else \
+            f"{len(data.train)} training pairs, {len(self.sampler)} batches per epoch"
+        log.info("model %s: %d parameters; %s%s", cfg.model.arch, self.num_params, size,
+                 f"; {dist.world_size} processes x {self.accum} batches per update" if dist.enabled else "")
 
     # ------------------------------------------------------------------------ run directory
     def _prepare_run_dir(self) -> Optional[Path]:
@@ -171,6 +199,21 @@ class Trainer:
                 with ``train.resume=false``; a checkpoint from a different config or tokenizer.
             nmt.train.checkpoint.CheckpointError: the newest checkpoint cannot be loaded.
         """
+        problem = self._check_run_dir() if self.dist.is_main else None
+        problem = distributed.broadcast_object(self.dist, problem)  # every rank fails, or none
+        if problem is not None:
+            raise RunDirError(problem)
+        if self.cfg.train.overwrite:
+            return None
+        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        if not checkpoints:
+            return None
+        self.load_checkpoint(checkpoints[-1])
+        return checkpoints[-1]
+
+    def _check_run_dir(self) -> Optional[str]:
+        """Rank 0's half of :meth:`_prepare_run_dir`: probe, clear for ``train.overwrite``, or the
+        reason the directory cannot be used."""
         tc = self.cfg.train
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +221,7 @@ class Trainer:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
-            raise RunDirError(f"run directory {self.run_dir} is not writable: {err}") from err
+            return f"run directory {self.run_dir} is not writable: {err}"
         results = self.run_dir / "results.json"
         checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
         if tc.overwrite:
@@ -191,17 +234,14 @@ class Trainer:
                 path.unlink(missing_ok=True)
             return None
         if results.exists():
-            raise RunDirError(f"{self.run_dir} holds a finished run ({results} exists). Choose another "
-                              "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
-                              "(deletes its checkpoints, TensorBoard logs and results)")
-        if not checkpoints:
-            return None
-        if not tc.resume:
-            raise RunDirError(f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
-                              "resume it (train.resume=true), start over (train.overwrite=true) or choose "
-                              "another directory (hydra.run.dir=...)")
-        self.load_checkpoint(checkpoints[-1])
-        return checkpoints[-1]
+            return (f"{self.run_dir} holds a finished run ({results} exists). Choose another "
+                    "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
+                    "(deletes its checkpoints, TensorBoard logs and results)")
+        if checkpoints and not tc.resume:
+            return (f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
+                    "resume it (train.resume=true), start over (train.overwrite=true) or choose "
+                    "another directory (hydra.run.dir=...)")
+        return None
 
     def load_checkpoint(self, ckpt: Path) -> None:
         """Resume from ``ckpt``: weights, optimizer, scheduler, counters, data position and RNG
@@ -238,7 +278,7 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
+            self._restore_rng(state)
         except Exception as err:
             raise ckpt_io.CheckpointError(f"checkpoint {ckpt} does not match this model/optimizer: {err}") from err
         # at an epoch boundary the sampler has already moved to the next epoch
@@ -248,6 +288,20 @@ class Trainer:
                  ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
                  self.progress.train_seconds / 60, self.progress.best_bleu)
 
+    def _restore_rng(self, state: dict) -> None:
+        """This rank's RNG states from a checkpoint (``rng_ranks`` holds one per process of a
+        distributed run). Resuming with another number of processes re-seeds the ranks that have
+        no saved state (training continues correctly, but not bitwise as uninterrupted)."""
+        per_rank = state.get("rng_ranks") or [state["rng"]]
+        if len(per_rank) == self.dist.world_size:
+            _set_rng_state(per_rank[self.dist.rank])
+            return
+        log.warning("checkpoint was written by %d process(es), this run has %d: dropout streams are re-seeded, "
+                    "so training is not bitwise the uninterrupted run", len(per_rank), self.dist.world_size)
+        _set_rng_state(per_rank[min(self.dist.rank, len(per_rank) - 1)])
+        if self.dist.rank >= len(per_rank):
+            torch.manual_seed(self.cfg.train.seed + 1000003 * self.dist.rank + self.progress.step)
+
     def _autocast(self):
         """``torch.autocast`` for ``train.precision`` bf16/fp16; nothing for fp32."""
         precision = self.cfg.train.precision
@@ -255,20 +309,22 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
-    def _loss(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Teacher-forced ``(loss_sum, nll_sum)`` of one batch (label smoothing from the config).
+    def _loss(self, batch: Batch, model: Optional[torch.nn.Module] = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced ``(loss_sum, nll_sum)`` of one batch (label smoothing from the config),
+        through ``model`` (default: the unwrapped model; training passes the DDP wrapper).
 
         In fp32 the output projection and the loss are fused
         (:func:`~nmt.train.loss.linear_label_smoothed_nll`: the ``(B, T, V)`` logits are never
         materialised); under bf16/fp16 autocast the logits are computed and cast to float32.
         """
         eps = self.cfg.train.label_smoothing
+        model = self.model if model is None else model
         with self._autocast():
             if self.cfg.train.precision == "fp32":
-                out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, features_only=True)
+                out = model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, features_only=True)
                 weight, bias = self.model.decoder.output_projection()
                 return linear_label_smoothed_nll(out.features, weight, bias, batch.tgt_out, eps)
-            out = self.model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+            out = model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
             return label_smoothed_nll(out.logits, batch.tgt_out, eps)
 
     def preflight(self) -> None:
@@ -279,6 +335,9 @@ class Trainer:
         Raises:
             BatchTooLarge: that batch runs out of memory.
         """
+        if self.stream is not None:
+            log.info("memory preflight skipped: a streamed corpus's largest batch is not known in advance")
+            return
         batches = self.sampler.batches()
         if not batches:
             return
@@ -337,7 +396,7 @@ class Trainer:
         try:
             if tc.preflight and self.progress.step == 0:
                 self.preflight()
-            stop_reason = self._budget_exhausted(start)  # a resumed run may have nothing left to train
+            stop_reason = self._budget_exhausted(start, agree=True)  # a resumed run may have nothing left to train
             while stop_reason is None and self.progress.epoch <= tc.max_epochs:
                 stop_reason = self._train_epoch(start)
                 if stop_reason is not None:  # stopped inside the epoch
@@ -345,7 +404,7 @@ class Trainer:
                 if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
                     stop_reason = self._validate_and_save()
                 self.progress.epoch += 1
-                if stop_reason is None and self._stop_signal is not None:
+                if stop_reason is None and self._signalled():
                     stop_reason = INTERRUPTED
             if stop_reason is None:
                 stop_reason = f"reached max_epochs={tc.max_epochs}"
@@ -362,25 +421,31 @@ class Trainer:
                 signal.signal(sig, old)
         log.info("training stopped: %s (%d steps, %.1f min)", stop_reason, self.progress.step,
                  self.progress.train_seconds / 60)
+        if not self.dist.is_main:  # rank 0 alone averages, decodes the test split and writes results
+            return {}
         results = self._final_evaluation(stop_reason)
         self.monitor.close()
         return results
+
+    def _signalled(self) -> bool:
+        """A stop was requested (SIGTERM/SIGINT) on this or, in a distributed job, any process."""
+        return distributed.agree(self.dist, self._stop_signal is not None)
 
     def _train_epoch(self, start: float) -> Optional[str]:
         tc = self.cfg.train
         self.sampler.set_epoch(self.progress.epoch)
         batches = self._epoch_batches()
-        bar = self._progress_bar(len(self.sampler))
+        bar = self._progress_bar(None if self.stream is not None else len(self.sampler))
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.monotonic()}
         group: list[Batch] = []
         for batch in batches:
             group.append(batch)
-            if len(group) < tc.update_freq:
+            if len(group) < self.accum:
                 continue
             stats = self._update(group)
             group = []
             if stats["skipped"]:
-                if self._stop_signal is not None:
+                if self._signalled():
                     return INTERRUPTED
                 continue
             window["loss"] += stats["loss"]
@@ -396,38 +461,72 @@ class Trainer:
                 reason = self._validate_and_save()
                 if reason:
                     return reason
-            reason = self._budget_exhausted(start)
+            reason = self._budget_exhausted(start, agree=True)
             if reason:
                 return reason
             if tc.save_every_steps > 0 and self.progress.step % tc.save_every_steps == 0 \
                     and self._last_saved_step != self.progress.step:
                 self.save(best=False, scores={})
-            if self._stop_signal is not None:
+            if self._signalled():
                 return INTERRUPTED
         if bar is not None:
             bar.close()
         return None
 
     def _epoch_batches(self) -> Iterator[Batch]:
-        for indices in self.sampler:
-            yield make_batch(self.data.train, indices).to(self.device)
+        """This rank's batches of the epoch, from the position the sampler (or stream) is at.
+
+        Only whole updates are trained: an epoch's last ``len % update_freq`` batches are skipped
+        (a stream, whose length is unknown, leaves its incomplete last group unused the same way).
+        In a distributed job a rank's batches are handed out only when the whole update group has
+        been read (:func:`nmt.train.distributed.owns_batch`), so every rank's data position, the
+        one saved in checkpoints, is the end of the same update.
+        """
+        uf, dist = self.cfg.train.update_freq, self.dist
+        mine = (lambda pos: True) if not dist.enabled else (lambda pos: distributed.owns_batch(pos, uf, dist))
+        if self.stream is not None:
+            usable = None  # read the group's last batch too, so the stream has passed the whole group
+            items = self.stream.iterate(keep=lambda pos: mine(pos) or pos % uf == uf - 1)
+            positioned = ((self.stream.batches_consumed - 1, b) for b in items)
+        else:
+            usable = len(self.sampler) - len(self.sampler) % uf
+            positioned = ((self.sampler.batches_consumed - 1, idx) for idx in self.sampler)
+        pending: list[Batch] = []
+        for position, item in positioned:
+            if usable is not None and position >= usable:
+                continue
+            if mine(position):
+                batch = (item if self.stream is not None else make_batch(self.data.train, item)).to(self.device)
+                if not dist.enabled:
+                    yield batch
+                    continue
+                pending.append(batch)
+            if dist.enabled and position % uf == uf - 1:
+                yield from pending
+                pending = []
 
     def _update(self, group: list[Batch]) -> dict:
-        """One optimizer update over ``group`` (gradient accumulation); loss normalised by target tokens."""
-        tc = self.cfg.train
+        """One optimizer update over ``group`` (gradient accumulation); the loss is normalised by
+        the target tokens of the whole update (over every process in a distributed job, where DDP
+        averages the gradients, hence the factor ``world_size``)."""
+        tc, dist = self.cfg.train, self.dist
         self.model.train()
         total_loss = total_nll = 0.0
         ntokens = sum(b.ntokens for b in group)
+        if dist.enabled:
+            ntokens = int(distributed.all_reduce(dist, [ntokens])[0])
         p = self.progress
         try:
-            for batch in group:
-                loss, nll = self._loss(batch)
-                scaled = loss / ntokens
-                (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+            for i, batch in enumerate(group):
+                sync = not dist.enabled or i == len(group) - 1  # all-reduce once, after the last backward
+                with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                    loss, nll = self._loss(batch, self.train_model)
+                    scaled = loss * dist.world_size / ntokens
+                    (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
                 total_loss += float(loss.detach())
                 total_nll += float(nll.detach())
         except RuntimeError as err:
-            if not is_out_of_memory(err):
+            if not is_out_of_memory(err) or dist.enabled:  # a rank cannot skip alone: its peers wait in all-reduce
                 raise
             # R15: skip the update, say which batch; parameters and step count untouched
             loss = nll = None
@@ -439,6 +538,10 @@ class Trainer:
                         _shapes(group), str(err).splitlines()[0][:200], p.oom_skips, tc.max_tokens)
             return {"loss": 0.0, "nll": 0.0, "tokens": ntokens, "grad_norm": float("nan"), "src_tokens": 0,
                     "skipped": True}
+        src_tokens = sum(int(b.src_lengths.sum()) for b in group)
+        if dist.enabled:  # the same loss on every rank, so every rank takes the same skip decisions
+            total_loss, total_nll, src_tokens = distributed.all_reduce(dist, [total_loss, total_nll, src_tokens])
+            src_tokens = int(src_tokens)
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -481,7 +584,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.progress.step += 1
-        src_tokens = sum(int(b.src_lengths.sum()) for b in group)
         self.progress.tgt_tokens += ntokens
         self.progress.src_tokens += src_tokens
         return {"loss": total_loss, "nll": total_nll, "tokens": ntokens, "grad_norm": grad_norm,
@@ -496,18 +598,23 @@ class Trainer:
         self.monitor.scalars(self.progress.step, values, "train")
         log.info("epoch %d step %d %s", self.progress.epoch, self.progress.step, format_scalars(values))
 
-    def _budget_exhausted(self, start: float) -> Optional[str]:
+    def _budget_exhausted(self, start: float, agree: bool = False) -> Optional[str]:
+        """The reason to stop when the step or time budget is used up. With ``agree`` every
+        process of a distributed job stops when any one's clock says so."""
         tc = self.cfg.train
         if tc.max_steps > 0 and self.progress.step >= tc.max_steps:
             return f"reached max_steps={tc.max_steps}"
-        if tc.max_time_minutes > 0 and time.monotonic() - start >= tc.max_time_minutes * 60:
-            return f"reached max_time_minutes={tc.max_time_minutes}"
-        return None
+        out_of_time = tc.max_time_minutes > 0 and time.monotonic() - start >= tc.max_time_minutes * 60
+        if tc.max_time_minutes > 0 and agree:
+            out_of_time = distributed.agree(self.dist, out_of_time)
+        return f"reached max_time_minutes={tc.max_time_minutes}" if out_of_time else None
 
-    def _progress_bar(self, total: int):
+    def _progress_bar(self, total: Optional[int]):
         show = self.cfg.train.progress_bar
         if show is None:
             show = sys.stderr.isatty()
+        if not self.dist.is_main:
+            show = False
         if not show:
             return None
         from tqdm import tqdm
@@ -581,7 +688,22 @@ class Trainer:
             log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
 
     def _validate_and_save(self) -> Optional[str]:
-        """Validate, checkpoint (latest/best), log; return a stop reason on early stopping."""
+        """Validate, checkpoint (latest/best), log; return a stop reason on early stopping.
+
+        In a distributed job rank 0 validates while the others wait, then every rank takes its
+        counters (best BLEU, patience) and decision, and all join the checkpoint's collectives.
+        """
+        outcome = self._validate() if self.dist.is_main else None
+        if self.dist.enabled:
+            outcome = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress)))
+            outcome, progress = outcome
+            self.progress = Progress(**progress)
+        reason, improved, scores = outcome
+        self.save(best=improved, scores=scores)
+        return reason
+
+    def _validate(self) -> tuple[Optional[str], bool, dict]:
+        """Dev loss, BLEU and figures; ``(early-stopping reason or None, improved, scores)``."""
         t0 = time.monotonic()
         p, tc = self.progress, self.cfg.train
         values = self.valid_loss()
@@ -605,49 +727,80 @@ class Trainer:
         self.monitor.flush()
         log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
                  " (best)" if improved else "")
-        self.save(best=improved, scores={**scores, "valid_loss": values["loss"], "valid_ppl": values["ppl"]})
+        scores = {**scores, "valid_loss": values["loss"], "valid_ppl": values["ppl"]}
+        reason = None
         if tc.patience > 0 and p.bad_validations >= tc.patience:
-            return f"no BLEU improvement in {tc.patience} validations (early stopping)"
-        return None
+            reason = f"no BLEU improvement in {tc.patience} validations (early stopping)"
+        return reason, improved, scores
 
     # ---------------------------------------------------------------------------- checkpoints
-    def trainer_state(self) -> dict:
-        """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only)."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
-                "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+    def trainer_state(self, rng_ranks: Optional[list] = None) -> dict:
+        """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only);
+        ``rng_ranks``: every process's RNG states in a distributed job."""
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
+                 "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        return state
 
     def save(self, best: bool, scores: dict) -> Path:
         """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best).
+
+        Every process of a distributed job calls this (their RNG states are gathered); rank 0
+        writes, and all wait for it before going on.
 
         Raises:
             RunDirError: the checkpoint cannot be written (disk full, permissions); the message
                 names the directory and the previous checkpoint, which is left intact (R18).
         """
         p = self.progress
+        name = f"step-{p.step:07d}"
+        if self.dist.enabled:
+            rng_ranks = distributed.all_gather_object(self.dist, _rng_state())
+            error = self._write_checkpoint(name, best, scores, rng_ranks) if self.dist.is_main else None
+            error = distributed.broadcast_object(self.dist, error)  # the barrier after the save
+        else:
+            error = self._write_checkpoint(name, best, scores)
+        if error is not None:
+            raise RunDirError(error)
+        self._last_saved_step = p.step
+        return self.ckpt_dir / name
+
+    def _write_checkpoint(self, name: str, best: bool, scores: dict, rng_ranks: Optional[list] = None
+                          ) -> Optional[str]:
+        """Rank 0's part of :meth:`save`; returns an error message instead of raising so that
+        every rank can raise it."""
+        p = self.progress
         if self._start is not None:
             p.train_seconds = time.monotonic() - self._start
-        name = f"step-{p.step:07d}"
         meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params,
                 "config_sha256": hashlib.sha256(config_to_yaml(self.cfg).encode()).hexdigest()}
         try:
-            path = ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
-                                           self.trainer_state())
+            ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
+                                    self.trainer_state(rng_ranks))
         except OSError as err:
             previous = ckpt_io.read_index(self.ckpt_dir).get("latest", "none")
-            raise RunDirError(f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
-                              f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
-                              "once there is room") from err
+            return (f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
+                    f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
+                    "once there is room")
         index = ckpt_io.read_index(self.ckpt_dir)
         index["latest"] = name
-        self._last_saved_step = p.step
         if best:
             index["best"] = name
             index["best_bleu"] = scores.get("bleu")
         ckpt_io.write_index(self.ckpt_dir, index)
-        keep = max(self.cfg.train.keep_last, self.cfg.train.average_last)
-        ckpt_io.prune_checkpoints(self.ckpt_dir, keep, {index["latest"], index.get("best", "")})
-        return path
+        tc = self.cfg.train
+        protect = {index["latest"], index.get("best", "")}
+        if tc.average_best > 1:  # the best N by dev BLEU survive pruning, for the final average
+            from nmt.train.average import select_checkpoints
+
+            try:
+                protect |= {c.name for c in select_checkpoints(self.ckpt_dir, tc.average_best, "bleu", warn=False)}
+            except ValueError:
+                pass  # fewer than 2 validated checkpoints so far
+        ckpt_io.prune_checkpoints(self.ckpt_dir, max(tc.keep_last, tc.average_last), protect)
+        return None
 
     # ------------------------------------------------------------------------------ the end
     def _final_evaluation(self, stop_reason: str) -> dict:
@@ -658,8 +811,8 @@ class Trainer:
         from safetensors.torch import load_model as st_load
 
         st_load(self.model, str(best / "model.safetensors"))
-        if cfg.train.average_last > 1:
-            chosen = self._try_average(best) or chosen
+        if cfg.train.average_last > 1 or cfg.train.average_best > 1:
+            chosen = self._try_average() or chosen
         dev_alpha = self._tune_length_penalty(self.ckpt_dir / chosen) if cfg.train.tune_length_penalty else None
         results = {"stop_reason": stop_reason, "steps": p.step, "epochs_completed": p.epoch - 1,
                    "train_minutes": round(p.train_seconds / 60, 2), "num_params": self.num_params,
@@ -668,7 +821,8 @@ class Trainer:
                    "src_tokens_per_s": round(p.src_tokens / max(1e-9, p.train_seconds)),
                    "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
                    "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-                   "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha, "history": p.history}
+                   "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha,
+                   "world_size": self.dist.world_size, "versions": versions(), "history": p.history}
         test = self.data.test
         if cfg.train.eval_test and test is not None:
             t0 = time.monotonic()
@@ -681,6 +835,11 @@ class Trainer:
                      results["test"]["bleu"], results["test"]["bleu_signature"], results["test"]["bleu_lc"],
                      results["test"]["chrf"])
         atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        metrics = {"best_valid_bleu": p.best_bleu, "train_minutes": results["train_minutes"],
+                   "tgt_tokens_per_s": results["tgt_tokens_per_s"]}
+        if "test" in results:
+            metrics.update({f"test_{k}": results["test"][k] for k in ("bleu", "bleu_lc", "chrf")})
+        self.monitor.hparams(hparams_of(cfg), metrics)
         return results
 
     def _tune_length_penalty(self, ckpt: Path) -> dict:
@@ -698,32 +857,28 @@ class Trainer:
         atomic_write_text(ckpt / "config.yaml", config_to_yaml(self.cfg))
         return {str(a): b for a, b in scores.items()}
 
-    def _try_average(self, best: Path) -> Optional[str]:
-        """Average the last N checkpoints; keep the average only if its dev BLEU beats the best."""
-        from nmt.train.average import average_checkpoints
+    def _try_average(self) -> Optional[str]:
+        """Average the best N checkpoints by dev BLEU (``train.average_best``) or the last N
+        (``train.average_last``), as Vaswani et al. 2017 §6.1; the average is saved as
+        ``averaged`` and becomes ``best`` only if its dev BLEU beats the best single checkpoint.
+        Returns ``"averaged"`` when it does."""
+        from nmt.train.average import average_and_keep, select_checkpoints
 
-        paths = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
-        paths = paths[-self.cfg.train.average_last:]
-        if len(paths) < 2:
+        tc, valid = self.cfg.train, self.data.valid
+        n, by = (tc.average_best, "bleu") if tc.average_best > 1 else (tc.average_last, "last")
+        try:
+            paths = select_checkpoints(self.ckpt_dir, n, by)
+        except ValueError as err:
+            log.warning("no checkpoint averaging: %s", err)
             return None
-        state = average_checkpoints(paths)
-        backup = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(state, strict=False)
-        hyps = self.decode(self.data.valid.src)
-        bleu = score_corpus(hyps, self.data.valid.tgt)["bleu"]
-        log.info("average of %d checkpoints (%s..%s): dev BLEU %.2f vs best %.2f", len(paths), paths[0].name,
-                 paths[-1].name, bleu, self.progress.best_bleu)
-        if bleu > self.progress.best_bleu:
-            ckpt_io.save_checkpoint(self.ckpt_dir, "averaged", self.model, self.cfg, self.data.tokenizer,
-                                    {"step": self.progress.step, "averaged": [p.name for p in paths],
-                                     "valid": {"bleu": bleu}})
-            index = ckpt_io.read_index(self.ckpt_dir)
-            index.update(best="averaged", best_bleu=bleu)
-            ckpt_io.write_index(self.ckpt_dir, index)
-            self.progress.best_bleu = bleu
-            return "averaged"
-        self.model.load_state_dict(backup)
-        return None
+        k = tc.valid_max_sentences or len(valid.src)  # the sentences the best checkpoint was scored on
+        outcome = average_and_keep(self.model, paths, lambda m: score_corpus(self.decode(valid.src[:k]), valid.tgt[:k]),
+                                   self.progress.best_bleu, self.cfg, self.data.tokenizer, self.ckpt_dir, save="kept",
+                                   meta={"step": self.progress.step})
+        if not outcome.kept:
+            return None
+        self.progress.best_bleu = outcome.bleu
+        return "averaged"
 
 
 def _shapes(group: list[Batch]) -> str:
