@@ -234,6 +234,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     name: str = "nmt"  # run name, used in the output directory
+    seed: int = 1  # shorthand for sweeps (nmt-train -m seed=1,2,3): conf/train/default.yaml sets train.seed: ${seed}
 
 
 @dataclass

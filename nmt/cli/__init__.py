@@ -16,7 +16,8 @@ def setup_logging(logfile=None) -> None:
 def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[str]] = None) -> Optional[Any]:
     """The shared start of every ``key=value`` console script.
 
-    Prints ``doc`` and the option names and returns None for ``-h``/``--help``; otherwise sets up
+    Prints ``doc`` and the option names and returns None for ``-h``/``--help`` (the package and
+    dependency versions for ``--version``); otherwise sets up
     logging and returns ``schema`` parsed from ``parse`` (default: ``argv``).
 
     Raises:
@@ -26,6 +27,11 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
 
     if any(a in ("-h", "--help") for a in argv):
         print(doc.strip() + "\n\noptions: " + ", ".join(schema.__dataclass_fields__))
+        return None
+    if "--version" in argv:
+        from nmt.versions import format_versions
+
+        print(format_versions())
         return None
     setup_logging()
     return parse_cli(schema, argv if parse is None else parse)

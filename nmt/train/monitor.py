@@ -40,6 +40,21 @@ class Monitor:
 
             plt.close(fig)
 
+    def hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """The run's hyperparameters and final metrics for TensorBoard's HParams tab, written
+        into this run's own event file (``SummaryWriter.add_hparams`` would start a second run
+        directory), so runs of a sweep are compared side by side. ``hparams`` values: int,
+        float, str or bool; ``metrics`` are also logged as scalars (tags ``hparams/<name>``)."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        metrics = {f"hparams/{k}": float(v) for k, v in metrics.items()}
+        for summary in hparams_summary(hparams, metrics):
+            self.writer._get_file_writer().add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value)
+
     def flush(self) -> None:
         """Write pending events to disk."""
         if self.writer is not None:
@@ -49,6 +64,26 @@ class Monitor:
         """Flush and close the event file."""
         if self.writer is not None:
             self.writer.close()
+
+
+def hparams_of(cfg) -> dict:
+    """The hyperparameters a sweep usually varies, flat (``model.d_model``: 256, ...), from a
+    :class:`nmt.config.Config`."""
+    m, o, t, s = cfg.model, cfg.optim, cfg.train, cfg.search
+    out = {"data.pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}", "data.vocab_size": cfg.data.tokenizer.vocab_size,
+           "model.arch": m.arch, "model.encoder_layers": m.encoder_layers, "model.decoder_layers": m.decoder_layers,
+           "model.dropout": m.dropout, "optim.lr": o.lr, "optim.scheduler": o.scheduler,
+           "optim.warmup_steps": o.warmup_steps, "train.max_tokens": t.max_tokens, "train.update_freq": t.update_freq,
+           "train.label_smoothing": t.label_smoothing, "train.seed": t.seed, "search.beam_size": s.beam_size,
+           "search.length_penalty": s.length_penalty}
+    if m.arch == "transformer":
+        out.update({"model.d_model": m.d_model, "model.num_heads": m.num_heads, "model.ffn_dim": m.ffn_dim,
+                    "model.attention_dropout": m.attention_dropout})
+    else:
+        out.update({"model.rnn_type": m.rnn_type, "model.hidden_size": m.hidden_size, "model.embed_dim": m.embed_dim,
+                    "model.decoder.style": m.decoder.style, "model.attention.score": m.attention.score,
+                    "model.attention.window": m.attention.window})
+    return out
 
 
 def samples_markdown(sources: list[str], references: list[str], hypotheses: list[str]) -> str:
