@@ -1,64 +1,45 @@
 """The training loop: batches -> model -> label-smoothed loss -> Adam, with validation BLEU,
-early stopping, checkpoints and TensorBoard."""
+early stopping, checkpoints and TensorBoard.
+
+The loop is here; checkpoints and resume are in :mod:`nmt.train.run_state`, validation and the
+end of training in :mod:`nmt.train.validation` (mixed into :class:`Trainer`)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
-import random
-import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from nmt.attention_maps import attention_statistics, collect_attention
-from nmt.config import Config, config_from_yaml, config_to_yaml
+from nmt.config import Config
 from nmt.data.batch import Batch
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
-from nmt.evaluate import score_corpus, translate_texts
-from nmt.io import atomic_write_text
 from nmt.models import build_model, count_parameters
-from nmt.search import Hypothesis
 from nmt.train import checkpoint as ckpt_io
 from nmt.train import distributed
 from nmt.train.data import PreparedData
 from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
-from nmt.train.monitor import Monitor, format_scalars, hparams_of, samples_markdown
-from nmt.versions import format_versions, versions
+from nmt.train.monitor import Monitor, format_scalars
 from nmt.train.optim import build_optimizer, build_scheduler
+from nmt.train.run_state import (RESUME_ALLOWED, CheckpointMixin, Progress, RunDirError,  # noqa: F401 (re-exported)
+                                 _rng_state, _set_rng_state, config_differences, seed_everything)
+from nmt.train.validation import ValidationMixin
+from nmt.versions import format_versions
 
 log = logging.getLogger("nmt.train")
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving; re-run the same command to resume
 EXIT_DIVERGED = 4  # train.max_bad_steps non-finite updates in a row
 INTERRUPTED = "interrupted"
-
-# Config keys that may change between an interrupted run and its resumption (RELIABILITY.md R9):
-# budgets, logging, devices, what happens after training. A key ending in "." allows a whole group.
-RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.max_epochs", "train.patience",
-                  "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
-                  "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
-                  "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
-                  "train.average_best",
-                  "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
-                  "data.tokenizer.cache_dir")
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked: it holds a finished run, its checkpoint was
-    written with a different configuration or tokenizer, or it is not writable."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -91,33 +72,7 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (R27)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@dataclass
-class Progress:
-    """Counters saved in every checkpoint."""
-
-    step: int = 0  # optimizer updates
-    epoch: int = 1
-    best_bleu: float = -1.0
-    best_step: int = 0
-    bad_validations: int = 0  # validations since the best one (early stopping)
-    train_seconds: float = 0.0
-    tgt_tokens: int = 0  # target tokens trained on (padding excluded)
-    src_tokens: int = 0
-    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (R13)
-    bad_steps_in_a_row: int = 0
-    oom_skips: int = 0  # updates skipped because a batch ran out of memory (R15)
-    overflow_skips: int = 0  # fp16 updates skipped by the loss scaler (gradient overflow), apart from NaNs (R14)
-    history: list = field(default_factory=list)  # one dict per validation
-
-
-class Trainer:
+class Trainer(CheckpointMixin, ValidationMixin):
     """Trains ``cfg.model`` on prepared data and writes everything under ``run_dir``.
 
     Args:
@@ -188,119 +143,6 @@ class Trainer:
             f"{len(data.train)} training pairs, {len(self.sampler)} batches per epoch"
         log.info("model %s: %d parameters; %s%s", cfg.model.arch, self.num_params, size,
                  f"; {dist.world_size} processes x {self.accum} batches per update" if dist.enabled else "")
-
-    # ------------------------------------------------------------------------ run directory
-    def _prepare_run_dir(self) -> Optional[Path]:
-        """Check the run directory is writable, refuse or clear a finished run, and resume from
-        the newest complete checkpoint when there is one (R9, R17, R18). Returns that checkpoint.
-
-        Raises:
-            RunDirError: not writable; a finished run without ``train.overwrite``; checkpoints
-                with ``train.resume=false``; a checkpoint from a different config or tokenizer.
-            nmt.train.checkpoint.CheckpointError: the newest checkpoint cannot be loaded.
-        """
-        problem = self._check_run_dir() if self.dist.is_main else None
-        problem = distributed.broadcast_object(self.dist, problem)  # every rank fails, or none
-        if problem is not None:
-            raise RunDirError(problem)
-        if self.cfg.train.overwrite:
-            return None
-        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
-        if not checkpoints:
-            return None
-        self.load_checkpoint(checkpoints[-1])
-        return checkpoints[-1]
-
-    def _check_run_dir(self) -> Optional[str]:
-        """Rank 0's half of :meth:`_prepare_run_dir`: probe, clear for ``train.overwrite``, or the
-        reason the directory cannot be used."""
-        tc = self.cfg.train
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as err:
-            return f"run directory {self.run_dir} is not writable: {err}"
-        results = self.run_dir / "results.json"
-        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
-        if tc.overwrite:
-            if results.exists() or checkpoints:
-                log.warning("train.overwrite=true: deleting the previous run's checkpoints, TensorBoard logs "
-                            "and results in %s", self.run_dir)
-            for name in ("checkpoints", "tensorboard"):
-                shutil.rmtree(self.run_dir / name, ignore_errors=True)
-            for path in [results, *self.run_dir.glob(f"{self.cfg.data.test_split}.hyp.*")]:
-                path.unlink(missing_ok=True)
-            return None
-        if results.exists():
-            return (f"{self.run_dir} holds a finished run ({results} exists). Choose another "
-                    "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
-                    "(deletes its checkpoints, TensorBoard logs and results)")
-        if checkpoints and not tc.resume:
-            return (f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
-                    "resume it (train.resume=true), start over (train.overwrite=true) or choose "
-                    "another directory (hydra.run.dir=...)")
-        return None
-
-    def load_checkpoint(self, ckpt: Path) -> None:
-        """Resume from ``ckpt``: weights, optimizer, scheduler, counters, data position and RNG
-        states, so that training continues bitwise as if it had not stopped (R6-R8).
-
-        Raises:
-            RunDirError: ``ckpt`` was written with a configuration that differs outside
-                :data:`RESUME_ALLOWED` (every differing key is listed) or with another tokenizer.
-            nmt.train.checkpoint.CheckpointError: a file is missing or cannot be loaded safely.
-        """
-        from safetensors.torch import load_model as st_load
-
-        try:
-            saved_cfg = config_from_yaml((ckpt / "config.yaml").read_text(encoding="utf-8"))
-            meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
-        except Exception as err:
-            raise ckpt_io.CheckpointError(f"checkpoint {ckpt}: cannot read config.yaml/meta.json: {err}") from err
-        diffs = config_differences(saved_cfg, self.cfg)
-        if diffs:
-            raise RunDirError(f"cannot resume from {ckpt}: the configuration differs in {len(diffs)} key(s) that "
-                              "change training:\n  " + "\n  ".join(diffs) + "\nRun with the original "
-                              "settings, start over with train.overwrite=true, or choose another directory "
-                              "(hydra.run.dir=...)")
-        if meta.get("tokenizer_sha256") != self.data.tokenizer.sha256():
-            raise RunDirError(f"cannot resume from {ckpt}: its sentencepiece model (sha256 "
-                              f"{meta.get('tokenizer_sha256')}) differs from this run's "
-                              f"({self.data.tokenizer.sha256()}); the training data or tokenizer settings changed")
-        state = ckpt_io.load_trainer_state(ckpt)
-        try:
-            st_load(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.progress = Progress(**state["progress"])
-            self.sampler.load_state_dict(state["sampler"])
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            self._restore_rng(state)
-        except Exception as err:
-            raise ckpt_io.CheckpointError(f"checkpoint {ckpt} does not match this model/optimizer: {err}") from err
-        # at an epoch boundary the sampler has already moved to the next epoch
-        self.progress.epoch = self.sampler.state_dict()["epoch"]
-        self._last_saved_step = self.progress.step
-        log.info("resuming from %s: step %d, epoch %d (batch %d of it), %.1f min trained, best dev BLEU %.2f",
-                 ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
-                 self.progress.train_seconds / 60, self.progress.best_bleu)
-
-    def _restore_rng(self, state: dict) -> None:
-        """This rank's RNG states from a checkpoint (``rng_ranks`` holds one per process of a
-        distributed run). Resuming with another number of processes re-seeds the ranks that have
-        no saved state (training continues correctly, but not bitwise as uninterrupted)."""
-        per_rank = state.get("rng_ranks") or [state["rng"]]
-        if len(per_rank) == self.dist.world_size:
-            _set_rng_state(per_rank[self.dist.rank])
-            return
-        log.warning("checkpoint was written by %d process(es), this run has %d: dropout streams are re-seeded, "
-                    "so training is not bitwise the uninterrupted run", len(per_rank), self.dist.world_size)
-        _set_rng_state(per_rank[min(self.dist.rank, len(per_rank) - 1)])
-        if self.dist.rank >= len(per_rank):
-            torch.manual_seed(self.cfg.train.seed + 1000003 * self.dist.rank + self.progress.step)
 
     def _autocast(self):
         """``torch.autocast`` for ``train.precision`` bf16/fp16; nothing for fp32."""
@@ -621,312 +463,8 @@ class Trainer:
 
         return tqdm(total=total, desc=f"epoch {self.progress.epoch}", leave=False, dynamic_ncols=True)
 
-    # ----------------------------------------------------------------------------- validation
-    @torch.no_grad()
-    def valid_loss(self) -> dict:
-        """Teacher-forced loss and perplexity on the dev set (no label smoothing in ``nll``)."""
-        ds = self.valid_ids
-        sampler = BucketingSampler(ds.src_lengths, ds.tgt_lengths, max_tokens=self.cfg.train.max_tokens,
-                                   shuffle=False)
-        self.model.eval()
-        loss_sum = nll_sum = 0.0
-        ntokens = 0
-        for indices in sampler:
-            batch = make_batch(ds, indices).to(self.device)
-            loss, nll = self._loss(batch)
-            loss_sum += float(loss)
-            nll_sum += float(nll)
-            ntokens += batch.ntokens
-        return {"loss": loss_sum / ntokens, "nll": nll_sum / ntokens, "ppl": math.exp(min(50.0, nll_sum / ntokens))}
-
-    def decode_hypotheses(self, sources: list[str], length_penalty: Optional[float] = None) -> list[Hypothesis]:
-        """Translate with the configured search (``length_penalty`` overrides it); returns the
-        best hypothesis of each source."""
-        sc = self.cfg.search
-        alpha = sc.length_penalty if length_penalty is None else length_penalty
-        hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size,
-                               length_penalty=alpha, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
-                               batch_size=sc.batch_size, need_attn=False, device=self.device)
-        return [h[0] for h in hyps]
-
-    def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
-        """:meth:`decode_hypotheses`, detokenised."""
-        return self.data.tokenizer.decode_tgt([h.tokens for h in self.decode_hypotheses(sources, length_penalty)])
-
-    def log_attention(self, hyp_tokens: list[list[int]]) -> None:
-        """Attention statistics and alignment figures of the fixed dev sentences (TensorBoard).
-
-        ``hyp_tokens`` are the search's outputs for the first dev sentences; teacher-forcing
-        them reproduces the search's attention for every layer and head. Failures are logged
-        and never stop training; the time spent is logged as ``attention/plot_seconds``.
-        """
-        ac, step = self.cfg.train.attention, self.progress.step
-        t0 = time.monotonic()
-        values: dict[str, float] = {}
-        figures = 0
-        try:
-            ds = self.valid_ids
-            if ac.stats_sentences > 0:
-                k = min(ac.stats_sentences, len(ds))
-                values.update(attention_statistics(self.model, ds.src[:k], ds.tgt[:k]))
-            if ac.sentences > 0 and (len(self.progress.history) - 1) % max(1, ac.every) == 0:
-                from nmt.viz import alignment_figures
-
-                k = min(ac.sentences, len(hyp_tokens))
-                maps = collect_attention(self.model, self.data.tokenizer, ds.src[:k], hyp_tokens[:k])
-                for i, sentence_maps in enumerate(maps):
-                    figs = alignment_figures(sentence_maps, f"attention/dev{i}", words=ac.words,
-                                             all_layers=ac.all_layers and i < ac.layer_sentences)
-                    for tag, fig in figs.items():
-                        self.monitor.figure(tag, fig, step)
-                    figures += len(figs)
-        except Exception:  # plotting must never stop training
-            log.warning("attention figures/statistics failed at step %d; training continues", step, exc_info=True)
-        values["plot_seconds"] = time.monotonic() - t0
-        self.monitor.scalars(step, values, "attention")
-        if figures:
-            log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
-
-    def _validate_and_save(self) -> Optional[str]:
-        """Validate, checkpoint (latest/best), log; return a stop reason on early stopping.
-
-        In a distributed job rank 0 validates while the others wait, then every rank takes its
-        counters (best BLEU, patience) and decision, and all join the checkpoint's collectives.
-        """
-        outcome = self._validate() if self.dist.is_main else None
-        if self.dist.enabled:
-            outcome = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress)))
-            outcome, progress = outcome
-            self.progress = Progress(**progress)
-        reason, improved, scores = outcome
-        self.save(best=improved, scores=scores)
-        return reason
-
-    def _validate(self) -> tuple[Optional[str], bool, dict]:
-        """Dev loss, BLEU and figures; ``(early-stopping reason or None, improved, scores)``."""
-        t0 = time.monotonic()
-        p, tc = self.progress, self.cfg.train
-        values = self.valid_loss()
-        valid = self.data.valid
-        n = tc.valid_max_sentences or len(valid.src)
-        best = self.decode_hypotheses(valid.src[:n])
-        hyps = self.data.tokenizer.decode_tgt([h.tokens for h in best])
-        scores = score_corpus(hyps, valid.tgt[:n])
-        values.update(bleu=scores["bleu"], chrf=scores["chrf"], bleu_lc=scores["bleu_lc"])
-        improved = scores["bleu"] > p.best_bleu
-        if improved:
-            p.best_bleu, p.best_step, p.bad_validations = scores["bleu"], p.step, 0
-        else:
-            p.bad_validations += 1
-        values["seconds"] = time.monotonic() - t0
-        p.history.append({"step": p.step, "epoch": p.epoch, **values})
-        self.monitor.scalars(p.step, {k: values[k] for k in ("loss", "ppl", "bleu", "chrf")}, "valid")
-        k = min(tc.num_samples, n)
-        self.monitor.text("valid/samples", samples_markdown(valid.src[:k], valid.tgt[:k], hyps[:k]), p.step)
-        self.log_attention([h.tokens for h in best[: tc.attention.sentences]])
-        self.monitor.flush()
-        log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
-                 " (best)" if improved else "")
-        scores = {**scores, "valid_loss": values["loss"], "valid_ppl": values["ppl"]}
-        reason = None
-        if tc.patience > 0 and p.bad_validations >= tc.patience:
-            reason = f"no BLEU improvement in {tc.patience} validations (early stopping)"
-        return reason, improved, scores
-
-    # ---------------------------------------------------------------------------- checkpoints
-    def trainer_state(self, rng_ranks: Optional[list] = None) -> dict:
-        """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only);
-        ``rng_ranks``: every process's RNG states in a distributed job."""
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
-                 "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
-        if rng_ranks is not None:
-            state["rng_ranks"] = rng_ranks
-        return state
-
-    def save(self, best: bool, scores: dict) -> Path:
-        """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best).
-
-        Every process of a distributed job calls this (their RNG states are gathered); rank 0
-        writes, and all wait for it before going on.
-
-        Raises:
-            RunDirError: the checkpoint cannot be written (disk full, permissions); the message
-                names the directory and the previous checkpoint, which is left intact (R18).
-        """
-        p = self.progress
-        name = f"step-{p.step:07d}"
-        if self.dist.enabled:
-            rng_ranks = distributed.all_gather_object(self.dist, _rng_state())
-            error = self._write_checkpoint(name, best, scores, rng_ranks) if self.dist.is_main else None
-            error = distributed.broadcast_object(self.dist, error)  # the barrier after the save
-        else:
-            error = self._write_checkpoint(name, best, scores)
-        if error is not None:
-            raise RunDirError(error)
-        self._last_saved_step = p.step
-        return self.ckpt_dir / name
-
-    def _write_checkpoint(self, name: str, best: bool, scores: dict, rng_ranks: Optional[list] = None
-                          ) -> Optional[str]:
-        """Rank 0's part of :meth:`save`; returns an error message instead of raising so that
-        every rank can raise it."""
-        p = self.progress
-        if self._start is not None:
-            p.train_seconds = time.monotonic() - self._start
-        meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params,
-                "config_sha256": hashlib.sha256(config_to_yaml(self.cfg).encode()).hexdigest()}
-        try:
-            ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
-                                    self.trainer_state(rng_ranks))
-        except OSError as err:
-            previous = ckpt_io.read_index(self.ckpt_dir).get("latest", "none")
-            return (f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
-                    f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
-                    "once there is room")
-        index = ckpt_io.read_index(self.ckpt_dir)
-        index["latest"] = name
-        if best:
-            index["best"] = name
-            index["best_bleu"] = scores.get("bleu")
-        ckpt_io.write_index(self.ckpt_dir, index)
-        tc = self.cfg.train
-        protect = {index["latest"], index.get("best", "")}
-        if tc.average_best > 1:  # the best N by dev BLEU survive pruning, for the final average
-            from nmt.train.average import select_checkpoints
-
-            try:
-                protect |= {c.name for c in select_checkpoints(self.ckpt_dir, tc.average_best, "bleu", warn=False)}
-            except ValueError:
-                pass  # fewer than 2 validated checkpoints so far
-        ckpt_io.prune_checkpoints(self.ckpt_dir, max(tc.keep_last, tc.average_last), protect)
-        return None
-
-    # ------------------------------------------------------------------------------ the end
-    def _final_evaluation(self, stop_reason: str) -> dict:
-        """Average checkpoints if asked, load the best, decode the test split, write results.json."""
-        cfg, p = self.cfg, self.progress
-        best = ckpt_io.resolve_checkpoint(self.ckpt_dir, "best")
-        chosen = best.name
-        from safetensors.torch import load_model as st_load
-
-        st_load(self.model, str(best / "model.safetensors"))
-        if cfg.train.average_last > 1 or cfg.train.average_best > 1:
-            chosen = self._try_average() or chosen
-        dev_alpha = self._tune_length_penalty(self.ckpt_dir / chosen) if cfg.train.tune_length_penalty else None
-        results = {"stop_reason": stop_reason, "steps": p.step, "epochs_completed": p.epoch - 1,
-                   "train_minutes": round(p.train_seconds / 60, 2), "num_params": self.num_params,
-                   # throughput over the whole training wall time, validations included
-                   "tgt_tokens_per_s": round(p.tgt_tokens / max(1e-9, p.train_seconds)),
-                   "src_tokens_per_s": round(p.src_tokens / max(1e-9, p.train_seconds)),
-                   "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
-                   "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-                   "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha,
-                   "world_size": self.dist.world_size, "versions": versions(), "history": p.history}
-        test = self.data.test
-        if cfg.train.eval_test and test is not None:
-            t0 = time.monotonic()
-            hyps = self.decode(test.src)
-            results["test"] = {"split": cfg.data.test_split, **score_corpus(hyps, test.tgt),
-                               "decode_seconds": round(time.monotonic() - t0, 1)}
-            hyp_path = self.run_dir / f"{cfg.data.test_split}.hyp.{cfg.data.tgt_lang}"
-            atomic_write_text(hyp_path, "".join(h + "\n" for h in hyps))
-            log.info("test %s: BLEU %.2f (%s) | lowercased BLEU %.2f | chrF %.2f", cfg.data.test_split,
-                     results["test"]["bleu"], results["test"]["bleu_signature"], results["test"]["bleu_lc"],
-                     results["test"]["chrf"])
-        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        metrics = {"best_valid_bleu": p.best_bleu, "train_minutes": results["train_minutes"],
-                   "tgt_tokens_per_s": results["tgt_tokens_per_s"]}
-        if "test" in results:
-            metrics.update({f"test_{k}": results["test"][k] for k in ("bleu", "bleu_lc", "chrf")})
-        self.monitor.hparams(hparams_of(cfg), metrics)
-        return results
-
-    def _tune_length_penalty(self, ckpt: Path) -> dict:
-        """Choose ``search.length_penalty`` on the dev set (never on test) among
-        ``train.tune_length_penalty``; the choice is written into ``ckpt``'s config so that
-        translation uses it. Returns ``{alpha: dev BLEU}``."""
-        from nmt.config import config_to_yaml
-
-        valid = self.data.valid
-        scores = {a: score_corpus(self.decode(valid.src, length_penalty=a), valid.tgt)["bleu"]
-                  for a in self.cfg.train.tune_length_penalty}
-        best = max(scores, key=lambda a: (scores[a], -abs(a - self.cfg.search.length_penalty)))
-        log.info("length penalty on dev: %s -> %.2f", " ".join(f"{a:g}:{b:.2f}" for a, b in scores.items()), best)
-        self.cfg.search.length_penalty = best
-        atomic_write_text(ckpt / "config.yaml", config_to_yaml(self.cfg))
-        return {str(a): b for a, b in scores.items()}
-
-    def _try_average(self) -> Optional[str]:
-        """Average the best N checkpoints by dev BLEU (``train.average_best``) or the last N
-        (``train.average_last``), as Vaswani et al. 2017 §6.1; the average is saved as
-        ``averaged`` and becomes ``best`` only if its dev BLEU beats the best single checkpoint.
-        Returns ``"averaged"`` when it does."""
-        from nmt.train.average import average_and_keep, select_checkpoints
-
-        tc, valid = self.cfg.train, self.data.valid
-        n, by = (tc.average_best, "bleu") if tc.average_best > 1 else (tc.average_last, "last")
-        try:
-            paths = select_checkpoints(self.ckpt_dir, n, by)
-        except ValueError as err:
-            log.warning("no checkpoint averaging: %s", err)
-            return None
-        k = tc.valid_max_sentences or len(valid.src)  # the sentences the best checkpoint was scored on
-        outcome = average_and_keep(self.model, paths, lambda m: score_corpus(self.decode(valid.src[:k]), valid.tgt[:k]),
-                                   self.progress.best_bleu, self.cfg, self.data.tokenizer, self.ckpt_dir, save="kept",
-                                   meta={"step": self.progress.step})
-        if not outcome.kept:
-            return None
-        self.progress.best_bleu = outcome.bleu
-        return "averaged"
-
-
 def _shapes(group: list[Batch]) -> str:
     """``"(B, S)->(B, T), ..."``: source and target shapes of the batches of one update."""
     return ", ".join(f"{tuple(b.src_tokens.shape)}->{tuple(b.tgt_out.shape)}" for b in group)
 
 
-def _rng_state() -> dict:
-    """Python, numpy, torch (and CUDA) generator states as tensors and plain values (weights_only)."""
-    state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def config_differences(old: Config, new: Config, allowed: tuple[str, ...] = RESUME_ALLOWED) -> list[str]:
-    """``"key: old -> new"`` for every config key whose value differs, except ``allowed`` ones
-    (an entry ending in ``.`` allows every key under it)."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v.value if hasattr(v, "value") else v
-        return out
-
-    a, b = flat(asdict(old)), flat(asdict(new))
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == x or (x.endswith(".") and key.startswith(x)) for x in allowed):
-            continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
-    return diffs
-
-
-def _numpy_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}

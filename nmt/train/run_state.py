@@ -1,0 +1,299 @@
+"""What makes a run resumable: the run directory, checkpoints of the trainer's state, RNG
+states, and the check that a resumed run has the same configuration (RELIABILITY.md R6-R9,
+R17, R18). :class:`CheckpointMixin` is the part of :class:`nmt.train.trainer.Trainer` that reads
+and writes them; in a distributed job rank 0 writes and every rank reads."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nmt.config import Config, config_from_yaml, config_to_yaml
+from nmt.train import checkpoint as ckpt_io
+from nmt.train import distributed
+
+log = logging.getLogger("nmt.train")
+
+# Config keys that may change between an interrupted run and its resumption (RELIABILITY.md R9):
+# budgets, logging, devices, what happens after training. A key ending in "." allows a whole group.
+RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.max_epochs", "train.patience",
+                  "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
+                  "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
+                  "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
+                  "train.average_best",
+                  "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
+                  "data.tokenizer.cache_dir")
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked: it holds a finished run, its checkpoint was
+    written with a different configuration or tokenizer, or it is not writable."""
+
+
+@dataclass
+class Progress:
+    """Counters saved in every checkpoint."""
+
+    step: int = 0  # optimizer updates
+    epoch: int = 1
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    train_seconds: float = 0.0
+    tgt_tokens: int = 0  # target tokens trained on (padding excluded)
+    src_tokens: int = 0
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (R13)
+    bad_steps_in_a_row: int = 0
+    oom_skips: int = 0  # updates skipped because a batch ran out of memory (R15)
+    overflow_skips: int = 0  # fp16 updates skipped by the loss scaler (gradient overflow), apart from NaNs (R14)
+    history: list = field(default_factory=list)  # one dict per validation
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (R27)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class CheckpointMixin:
+    """Run directory, checkpoints and resume for :class:`~nmt.train.trainer.Trainer` (which
+    provides ``cfg``, ``data``, ``dist``, ``run_dir``, ``ckpt_dir``, ``model``, ``optimizer``,
+    ``scheduler``, ``scaler``, ``sampler``, ``progress``, ``device``, ``num_params``, ``_start``
+    and ``_last_saved_step``)."""
+
+    def _prepare_run_dir(self) -> Optional[Path]:
+        """Check the run directory is writable, refuse or clear a finished run, and resume from
+        the newest complete checkpoint when there is one (R9, R17, R18). Returns that checkpoint.
+
+        Raises:
+            RunDirError: not writable; a finished run without ``train.overwrite``; checkpoints
+                with ``train.resume=false``; a checkpoint from a different config or tokenizer.
+            nmt.train.checkpoint.CheckpointError: the newest checkpoint cannot be loaded.
+        """
+        problem = self._check_run_dir() if self.dist.is_main else None
+        problem = distributed.broadcast_object(self.dist, problem)  # every rank fails, or none
+        if problem is not None:
+            raise RunDirError(problem)
+        if self.cfg.train.overwrite:
+            return None
+        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        if not checkpoints:
+            return None
+        self.load_checkpoint(checkpoints[-1])
+        return checkpoints[-1]
+
+    def _check_run_dir(self) -> Optional[str]:
+        """Rank 0's half of :meth:`_prepare_run_dir`: probe, clear for ``train.overwrite``, or the
+        reason the directory cannot be used."""
+        tc = self.cfg.train
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            return f"run directory {self.run_dir} is not writable: {err}"
+        results = self.run_dir / "results.json"
+        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        if tc.overwrite:
+            if results.exists() or checkpoints:
+                log.warning("train.overwrite=true: deleting the previous run's checkpoints, TensorBoard logs "
+                            "and results in %s", self.run_dir)
+            for name in ("checkpoints", "tensorboard"):
+                shutil.rmtree(self.run_dir / name, ignore_errors=True)
+            for path in [results, *self.run_dir.glob(f"{self.cfg.data.test_split}.hyp.*")]:
+                path.unlink(missing_ok=True)
+            return None
+        if results.exists():
+            return (f"{self.run_dir} holds a finished run ({results} exists). Choose another "
+                    "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
+                    "(deletes its checkpoints, TensorBoard logs and results)")
+        if checkpoints and not tc.resume:
+            return (f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
+                    "resume it (train.resume=true), start over (train.overwrite=true) or choose "
+                    "another directory (hydra.run.dir=...)")
+        return None
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        """Resume from ``ckpt``: weights, optimizer, scheduler, counters, data position and RNG
+        states, so that training continues bitwise as if it had not stopped (R6-R8).
+
+        Raises:
+            RunDirError: ``ckpt`` was written with a configuration that differs outside
+                :data:`RESUME_ALLOWED` (every differing key is listed) or with another tokenizer.
+            nmt.train.checkpoint.CheckpointError: a file is missing or cannot be loaded safely.
+        """
+        from safetensors.torch import load_model as st_load
+
+        try:
+            saved_cfg = config_from_yaml((ckpt / "config.yaml").read_text(encoding="utf-8"))
+            meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+        except Exception as err:
+            raise ckpt_io.CheckpointError(f"checkpoint {ckpt}: cannot read config.yaml/meta.json: {err}") from err
+        diffs = config_differences(saved_cfg, self.cfg)
+        if diffs:
+            raise RunDirError(f"cannot resume from {ckpt}: the configuration differs in {len(diffs)} key(s) that "
+                              "change training:\n  " + "\n  ".join(diffs) + "\nRun with the original "
+                              "settings, start over with train.overwrite=true, or choose another directory "
+                              "(hydra.run.dir=...)")
+        if meta.get("tokenizer_sha256") != self.data.tokenizer.sha256():
+            raise RunDirError(f"cannot resume from {ckpt}: its sentencepiece model (sha256 "
+                              f"{meta.get('tokenizer_sha256')}) differs from this run's "
+                              f"({self.data.tokenizer.sha256()}); the training data or tokenizer settings changed")
+        state = ckpt_io.load_trainer_state(ckpt)
+        try:
+            st_load(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.progress = Progress(**state["progress"])
+            self.sampler.load_state_dict(state["sampler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self._restore_rng(state)
+        except Exception as err:
+            raise ckpt_io.CheckpointError(f"checkpoint {ckpt} does not match this model/optimizer: {err}") from err
+        # at an epoch boundary the sampler has already moved to the next epoch
+        self.progress.epoch = self.sampler.state_dict()["epoch"]
+        self._last_saved_step = self.progress.step
+        log.info("resuming from %s: step %d, epoch %d (batch %d of it), %.1f min trained, best dev BLEU %.2f",
+                 ckpt, self.progress.step, self.progress.epoch, self.sampler.state_dict()["batches_consumed"],
+                 self.progress.train_seconds / 60, self.progress.best_bleu)
+
+    def _restore_rng(self, state: dict) -> None:
+        """This rank's RNG states from a checkpoint (``rng_ranks`` holds one per process of a
+        distributed run). Resuming with another number of processes re-seeds the ranks that have
+        no saved state (training continues correctly, but not bitwise as uninterrupted)."""
+        per_rank = state.get("rng_ranks") or [state["rng"]]
+        if len(per_rank) == self.dist.world_size:
+            _set_rng_state(per_rank[self.dist.rank])
+            return
+        log.warning("checkpoint was written by %d process(es), this run has %d: dropout streams are re-seeded, "
+                    "so training is not bitwise the uninterrupted run", len(per_rank), self.dist.world_size)
+        _set_rng_state(per_rank[min(self.dist.rank, len(per_rank) - 1)])
+        if self.dist.rank >= len(per_rank):
+            torch.manual_seed(self.cfg.train.seed + 1000003 * self.dist.rank + self.progress.step)
+
+    def trainer_state(self, rng_ranks: Optional[list] = None) -> dict:
+        """Optimizer, scheduler, counters, data position and RNG states (loadable with weights_only);
+        ``rng_ranks``: every process's RNG states in a distributed job."""
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "progress": asdict(self.progress), "sampler": self.sampler.state_dict(),
+                 "rng": _rng_state(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        return state
+
+    def save(self, best: bool, scores: dict) -> Path:
+        """Write ``step-<N>`` and update ``checkpoints.json``; prune old ones (never latest/best).
+
+        Every process of a distributed job calls this (their RNG states are gathered); rank 0
+        writes, and all wait for it before going on.
+
+        Raises:
+            RunDirError: the checkpoint cannot be written (disk full, permissions); the message
+                names the directory and the previous checkpoint, which is left intact (R18).
+        """
+        p = self.progress
+        name = f"step-{p.step:07d}"
+        if self.dist.enabled:
+            rng_ranks = distributed.all_gather_object(self.dist, _rng_state())
+            error = self._write_checkpoint(name, best, scores, rng_ranks) if self.dist.is_main else None
+            error = distributed.broadcast_object(self.dist, error)  # the barrier after the save
+        else:
+            error = self._write_checkpoint(name, best, scores)
+        if error is not None:
+            raise RunDirError(error)
+        self._last_saved_step = p.step
+        return self.ckpt_dir / name
+
+    def _write_checkpoint(self, name: str, best: bool, scores: dict, rng_ranks: Optional[list] = None
+                          ) -> Optional[str]:
+        """Rank 0's part of :meth:`save`; returns an error message instead of raising so that
+        every rank can raise it."""
+        p = self.progress
+        if self._start is not None:
+            p.train_seconds = time.monotonic() - self._start
+        meta = {"step": p.step, "epoch": p.epoch, "valid": scores, "num_params": self.num_params,
+                "config_sha256": hashlib.sha256(config_to_yaml(self.cfg).encode()).hexdigest()}
+        try:
+            ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
+                                    self.trainer_state(rng_ranks))
+        except OSError as err:
+            previous = ckpt_io.read_index(self.ckpt_dir).get("latest", "none")
+            return (f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
+                    f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
+                    "once there is room")
+        index = ckpt_io.read_index(self.ckpt_dir)
+        index["latest"] = name
+        if best:
+            index["best"] = name
+            index["best_bleu"] = scores.get("bleu")
+        ckpt_io.write_index(self.ckpt_dir, index)
+        tc = self.cfg.train
+        protect = {index["latest"], index.get("best", "")}
+        if tc.average_best > 1:  # the best N by dev BLEU survive pruning, for the final average
+            from nmt.train.average import select_checkpoints
+
+            try:
+                protect |= {c.name for c in select_checkpoints(self.ckpt_dir, tc.average_best, "bleu", warn=False)}
+            except ValueError:
+                pass  # fewer than 2 validated checkpoints so far
+        ckpt_io.prune_checkpoints(self.ckpt_dir, max(tc.keep_last, tc.average_last), protect)
+        return None
+
+
+def _rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) generator states as tensors and plain values (weights_only)."""
+    state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def config_differences(old: Config, new: Config, allowed: tuple[str, ...] = RESUME_ALLOWED) -> list[str]:
+    """``"key: old -> new"`` for every config key whose value differs, except ``allowed`` ones
+    (an entry ending in ``.`` allows every key under it)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v.value if hasattr(v, "value") else v
+        return out
+
+    a, b = flat(asdict(old)), flat(asdict(new))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == x or (x.endswith(".") and key.startswith(x)) for x in allowed):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return diffs
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
