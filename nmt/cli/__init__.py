@@ -18,7 +18,7 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
 
     Prints ``doc`` and the option names and returns None for ``-h``/``--help`` (the package and
     dependency versions for ``--version``); otherwise sets up
-    logging and returns ``schema`` parsed from ``parse`` (default: ``argv``).
+    logging, applies a ``num_threads`` option (> 0) to torch, and returns ``schema`` parsed from ``parse`` (default: ``argv``).
 
     Raises:
         SystemExit: an unknown key or a value of the wrong type (see :func:`nmt.config.parse_cli`).
@@ -34,4 +34,9 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
         print(format_versions())
         return None
     setup_logging()
-    return parse_cli(schema, argv if parse is None else parse)
+    cfg = parse_cli(schema, argv if parse is None else parse)
+    if getattr(cfg, "num_threads", 0) > 0:  # every CLI's num_threads option: torch intra-op threads
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    return cfg

@@ -68,16 +68,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     if cfg is None:
         return
 
-    import torch
-
     from nmt.alignment import alignment_error_rate, format_pharaoh, read_pharaoh
     from nmt.attention_maps import collect_attention, word_alignment
     from nmt.data.corpus import DataError, read_parallel
     from nmt.io import atomic_write_text
     from nmt.train.checkpoint import CheckpointError, load_model
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     try:
         pairs = read_parallel(cfg.src, cfg.tgt, on_empty="error", name="alignment input")
         gold = None

@@ -47,16 +47,12 @@ def average(argv: list[str]) -> dict:
     cfg: Optional[AverageConfig] = parse_options(AverageConfig, __doc__, argv)
     if cfg is None:
         return {}
-    import torch
-
     from nmt.cli.evaluate import decode_best, search_settings
     from nmt.data.corpus import DataError, load_split
     from nmt.evaluate import score_corpus
     from nmt.train import checkpoint as ckpt_io
     from nmt.train.average import KEEP, average_and_keep, checkpoint_root, select_checkpoints
 
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
     if cfg.keep not in KEEP:
         raise SystemExit(f"error: keep={cfg.keep!r}: choose one of {', '.join(KEEP)}")
     root = checkpoint_root(cfg.run)

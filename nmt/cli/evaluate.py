@@ -249,10 +249,6 @@ def evaluate(argv: list[str]) -> dict:
     cfg: Optional[EvaluateConfig] = parse_options(EvaluateConfig, __doc__, argv)
     if cfg is None:
         return {}
-    if cfg.num_threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.num_threads)
     system = _system("system", cfg.ckpt, cfg.hyp, cfg.device)
     if system is None:
         raise SystemExit("error: give ckpt=CHECKPOINT (a comma list for an ensemble) or hyp=FILES")

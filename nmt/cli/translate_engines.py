@@ -76,13 +76,9 @@ class TorchEngine:
         if not cfg.ckpt:
             raise SystemExit("error: give ckpt=DIR (a checkpoint or run directory; DIR1,DIR2 for an ensemble), "
                              "or engine=ctranslate2 model=DIR")
-        import torch
-
         from nmt.models.ensemble import load_ensemble
         from nmt.train.checkpoint import CheckpointError
 
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
         paths = [p.strip() for p in cfg.ckpt.split(",") if p.strip()]
         try:
             self.loaded = load_ensemble(paths, device=cfg.device)
