@@ -2,8 +2,8 @@
 batch, resume under DDP, and one run directory written by rank 0 alone."""
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,8 +40,6 @@ def data_dir():
     data = real_data_dir()
     if data is None:
         pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
-    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
-        pytest.fail("torchrun is not installed (it comes with torch)")
     return data
 
 
@@ -49,8 +47,8 @@ def _command(nproc: int, run_dir: Path, tmp: Path, *extra: str) -> list[str]:
     overrides = [*COMMON, f"hydra.run.dir={run_dir}", f"data.tokenizer.cache_dir={tmp / 'spm'}", *extra]
     if nproc == 1:
         return [_script("nmt-train"), *overrides]
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    return [torchrun, "--standalone", f"--nproc_per_node={nproc}", "--no-python", _script("nmt-train"), *overrides]
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # = the torchrun script of this interpreter's torch
+    return [*torchrun, "--standalone", f"--nproc_per_node={nproc}", "--no-python", _script("nmt-train"), *overrides]
 
 
 def _env(data: Path) -> dict:
@@ -76,8 +74,6 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
-
-    import json
 
     index = json.loads((run_dir / "checkpoints" / "checkpoints.json").read_text())
     return load_file(str(run_dir / "checkpoints" / index["latest"] / "model.safetensors"))
@@ -123,8 +119,6 @@ def test_resume_under_ddp_equals_the_uninterrupted_run(tmp_path, data_dir):
     out, _ = proc.communicate(timeout=120)
     stopped = [line for line in out.splitlines() if "SIGTERM received" in line or "saved" in line]
     assert proc.returncode != 0 and stopped, out[-3000:]
-    import json
-
     latest = json.loads((resumed / "checkpoints" / "checkpoints.json").read_text())["latest"]
     step = int(latest.split("-")[1])
     if step >= total:
