@@ -18,13 +18,19 @@ def real_data_dir() -> Path | None:
     return None
 
 
-@pytest.fixture
-def multi30k_dir() -> Path:
-    """Folder containing ``multi30k/``; skips with a visible reason when absent."""
+def require_multi30k() -> Path:
+    """Folder containing ``multi30k/``; skips the calling test (or fixture) with a visible reason
+    when absent."""
     d = real_data_dir()
     if d is None:
         pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
     return d
+
+
+@pytest.fixture
+def multi30k_dir() -> Path:
+    """Folder containing ``multi30k/``; skips with a visible reason when absent."""
+    return require_multi30k()
 
 
 @pytest.fixture(autouse=True)

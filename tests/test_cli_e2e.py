@@ -30,11 +30,9 @@ def _run(args, env, stdin=None, cwd=None):
 def train_tiny(tmp_path_factory, name: str, *overrides: str):
     """``nmt-train debug=tiny <overrides>`` on real Multi30k in a fresh folder -> (run_dir, env, process);
     skips when the corpus is not available."""
-    from conftest import real_data_dir
+    from conftest import require_multi30k
 
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    data = require_multi30k()
     tmp = tmp_path_factory.mktemp(name)
     run_dir = tmp / "run"
     env = dict(os.environ, NMT_DATA_DIR=str(data))

@@ -33,16 +33,6 @@ def test_batches_are_shared_out_by_rank_within_each_update():
         per_rank_update_freq(3, ranks[0])
 
 
-@pytest.fixture
-def data_dir():
-    from conftest import real_data_dir
-
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
-    return data
-
-
 def _command(nproc: int, run_dir: Path, tmp: Path, *extra: str) -> list[str]:
     overrides = [*COMMON, f"hydra.run.dir={run_dir}", f"data.tokenizer.cache_dir={tmp / 'spm'}", *extra]
     if nproc == 1:
@@ -79,10 +69,10 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / index["latest"] / "model.safetensors"))
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, data_dir):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, multi30k_dir):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _train(1, single, tmp_path, data_dir, "train.max_steps=8")
-    proc = _train(2, ddp, tmp_path, data_dir, "train.max_steps=8")
+    _train(1, single, tmp_path, multi30k_dir, "train.max_steps=8")
+    proc = _train(2, ddp, tmp_path, multi30k_dir, "train.max_steps=8")
     one, two = _losses(single), _losses(ddp)
     assert sorted(one) == sorted(two) == list(range(1, 9))
     np.testing.assert_allclose([two[s] for s in range(1, 9)], [one[s] for s in range(1, 9)], rtol=2e-5)
@@ -100,14 +90,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, data_dir):
     assert (ddp / "results.json").exists() and "Traceback" not in proc.stderr
 
 
-def test_resume_under_ddp_equals_the_uninterrupted_run(tmp_path, data_dir):
+def test_resume_under_ddp_equals_the_uninterrupted_run(tmp_path, multi30k_dir):
     """SIGTERM to torchrun: both ranks finish the update, rank 0 saves (with both ranks' RNG
     states), they exit 75; the same command resumes and ends where the uninterrupted run does."""
     total = 60
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _train(2, straight, tmp_path, data_dir, f"train.max_steps={total}")
+    _train(2, straight, tmp_path, multi30k_dir, f"train.max_steps={total}")
     proc = subprocess.Popen(_command(2, resumed, tmp_path, f"train.max_steps={total}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(data_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(multi30k_dir),
                             cwd=tmp_path, start_new_session=True)
     log_file = resumed / "train.log"
     deadline = time.monotonic() + 180
@@ -125,7 +115,7 @@ def test_resume_under_ddp_equals_the_uninterrupted_run(tmp_path, data_dir):
         pytest.skip(f"the run reached step {step} before the signal arrived")
     state = torch.load(resumed / "checkpoints" / latest / "trainer_state.pt", weights_only=True)
     assert len(state["rng_ranks"]) == 2
-    _train(2, resumed, tmp_path, data_dir, f"train.max_steps={total}")
+    _train(2, resumed, tmp_path, multi30k_dir, f"train.max_steps={total}")
     assert "resuming from" in log_file.read_text()
     a, b = _final_weights(straight), _final_weights(resumed)
     for name in a:

@@ -37,22 +37,12 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 12
     pytest.fail(f"nmt-train did not log {text!r} within {timeout} s")
 
 
-@pytest.fixture
-def data_dir():
-    from conftest import real_data_dir
-
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
-    return data
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, data_dir, sig):
+def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, multi30k_dir, sig):
     """R16, R17: save and exit 75 within 25 s; re-running the identical command resumes and
     appends to the text log."""
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, tmp_path, data_dir)
+    proc = _start(run_dir, tmp_path, multi30k_dir)
     _wait_for(run_dir / "train.log", "epoch 1 step 3 ", proc)
     sent = time.monotonic()
     proc.send_signal(sig)
@@ -65,7 +55,7 @@ def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, data_dir, 
     saved = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
     assert saved, "no checkpoint written"
 
-    again = _start(run_dir, tmp_path, data_dir, "train.max_steps=12")  # a budget change is allowed
+    again = _start(run_dir, tmp_path, multi30k_dir, "train.max_steps=12")  # a budget change is allowed
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out[-3000:]
     log2 = (run_dir / "train.log").read_text()
@@ -74,10 +64,10 @@ def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, data_dir, 
     assert (run_dir / "results.json").exists()
 
 
-def test_second_signal_exits_at_once(tmp_path, data_dir):
+def test_second_signal_exits_at_once(tmp_path, multi30k_dir):
     """R16: a second signal does not wait for the save."""
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, tmp_path, data_dir)
+    proc = _start(run_dir, tmp_path, multi30k_dir)
     _wait_for(run_dir / "train.log", "epoch 1 step 2 ", proc)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)
@@ -85,7 +75,7 @@ def test_second_signal_exits_at_once(tmp_path, data_dir):
     assert proc.returncode in (75, 128 + signal.SIGTERM)  # the first may already have finished saving
 
 
-def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, data_dir):
+def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, multi30k_dir):
     """R1, R2, R3: SIGKILL a training subprocess at random moments during frequent saves, 10
     times; every time the newest complete checkpoint loads, and re-running the same command
     resumes from it; finally the run completes."""
@@ -100,7 +90,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, data_
     resumed_steps = []
     for attempt in range(10):
         before = log_path.read_text(errors="replace") if log_path.exists() else ""
-        proc = _start(run_dir, tmp_path, data_dir, *extra)
+        proc = _start(run_dir, tmp_path, multi30k_dir, *extra)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until this attempt is training
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -121,7 +111,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, data_
         if found:
             resumed_steps.append(int(found.group(1)))
     last = int(newest[-1].name.split("-")[1])
-    final = _start(run_dir, tmp_path, data_dir, *extra, f"train.max_steps={last + 4}")
+    final = _start(run_dir, tmp_path, multi30k_dir, *extra, f"train.max_steps={last + 4}")
     out, _ = final.communicate(timeout=300)
     assert final.returncode == 0, out[-3000:]
     log = log_path.read_text()

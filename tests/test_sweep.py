@@ -31,11 +31,9 @@ def _hparams(event_file: Path) -> tuple[set, set]:
 
 @pytest.mark.slow
 def test_multirun_over_attention_and_seeds(tmp_path):
-    from conftest import real_data_dir
+    from conftest import require_multi30k
 
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    data = require_multi30k()
     sweep = tmp_path / "sweep"
     env = {"NMT_DATA_DIR": str(data), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
     _run([_script("nmt-train"), "-m", "debug=tiny", "model=rnn", "model/attention=bahdanau,luong_general", "seed=1,2",

@@ -17,11 +17,9 @@ from test_resume import _record
 @pytest.fixture(scope="module")
 def jsonl_files(tmp_path_factory):
     """300 training pairs of real Multi30k in three JSON Lines shards, 20 dev pairs."""
-    from conftest import real_data_dir
+    from conftest import require_multi30k
 
-    data = real_data_dir()
-    if data is None:
-        pytest.skip("real Multi30k not available: set NMT_DATA_DIR to a folder containing multi30k/")
+    data = require_multi30k()
     tmp = tmp_path_factory.mktemp("stream")
     m30k = data / "multi30k"
 
