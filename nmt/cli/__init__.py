@@ -13,6 +13,11 @@ def setup_logging(logfile=None) -> None:
                         handlers=handlers, force=True)
 
 
+def comma_list(value: Optional[str]) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (list-valued options such as ``ckpt=A,B``); [] for None or ""."""
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
 def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[str]] = None) -> Optional[Any]:
     """The shared start of every ``key=value`` console script.
 

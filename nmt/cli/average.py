@@ -51,11 +51,11 @@ def average(argv: list[str]) -> dict:
     from nmt.data.corpus import DataError, load_split
     from nmt.evaluate import score_corpus
     from nmt.train import checkpoint as ckpt_io
-    from nmt.train.average import KEEP, average_and_keep, checkpoint_root, select_checkpoints
+    from nmt.train.average import KEEP, average_and_keep, select_checkpoints
 
     if cfg.keep not in KEEP:
         raise SystemExit(f"error: keep={cfg.keep!r}: choose one of {', '.join(KEEP)}")
-    root = checkpoint_root(cfg.run)
+    root = ckpt_io.checkpoint_root(cfg.run)
     try:
         paths = select_checkpoints(root, cfg.n, cfg.by)
         loaded = ckpt_io.load_model(root, device=cfg.device, which="best")

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from nmt.cli import comma_list
+
 log = logging.getLogger("nmt.evaluate")
 
 COLUMNS = (("bleu", "BLEU"), ("bleu_lc", "BLEU lc"), ("chrf", "chrF"), ("ter", "TER"))
@@ -57,11 +59,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     evaluate(sys.argv[1:] if argv is None else argv)
 
 
-def _items(value: Optional[str]) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``; None -> ``[]``."""
-    return [x.strip() for x in (value or "").split(",") if x.strip()]
-
-
 def _system(role: str, ckpt: Optional[str], hyp: Optional[str], device: str) -> Optional[System]:
     """Load ``ckpt`` (a comma list: an ensemble) or take ``hyp`` files; None when neither is given."""
     from nmt.models.ensemble import load_ensemble
@@ -71,11 +68,11 @@ def _system(role: str, ckpt: Optional[str], hyp: Optional[str], device: str) -> 
     if ckpt and hyp:
         raise SystemExit(f"error: give {names[0]}= or {names[1]}=, not both")
     if hyp:
-        return System(role, hyp_files=_items(hyp))
+        return System(role, hyp_files=comma_list(hyp))
     if not ckpt:
         return None
     try:
-        return System(role, loaded=load_ensemble(_items(ckpt), device=device))
+        return System(role, loaded=load_ensemble(comma_list(ckpt), device=device))
     except CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
 
@@ -89,11 +86,11 @@ def _test_sets(cfg, data_cfg) -> list[TestSet]:
     """
     from nmt.data.corpus import DataError, load_split, read_lines, read_parallel
 
-    srcs, refs = _items(cfg.src), _items(cfg.ref)
+    srcs, refs = comma_list(cfg.src), comma_list(cfg.ref)
     if srcs and len(srcs) != len(refs):
         raise SystemExit(f"error: src= names {len(srcs)} files ({', '.join(srcs)}) but ref= names {len(refs)} "
                          f"({', '.join(refs) or 'none'}); give one reference file per source file")
-    splits = _items(cfg.split) or ([] if refs else [data_cfg.test_split])
+    splits = comma_list(cfg.split) or ([] if refs else [data_cfg.test_split])
     sets = []
     try:
         for split in splits:
@@ -158,7 +155,7 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
                                  f"{len(test.ref)}; hypotheses must be aligned line by line with the references")
             out.append({"texts": texts, "hypotheses": path})
         return out
-    outputs = _items(cfg.output) if system.role == "system" else []
+    outputs = comma_list(cfg.output) if system.role == "system" else []
     if outputs and len(outputs) != len(sets):
         raise SystemExit(f"error: output= names {len(outputs)} files for {len(sets)} test sets "
                          f"({', '.join(s.name for s in sets)})")

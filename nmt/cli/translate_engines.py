@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from nmt.cli import comma_list
 from nmt.cli.translate_io import Translated
 
 log = logging.getLogger("nmt.translate")
@@ -79,7 +80,7 @@ class TorchEngine:
         from nmt.models.ensemble import load_ensemble
         from nmt.train.checkpoint import CheckpointError
 
-        paths = [p.strip() for p in cfg.ckpt.split(",") if p.strip()]
+        paths = comma_list(cfg.ckpt)
         try:
             self.loaded = load_ensemble(paths, device=cfg.device)
         except CheckpointError as err:

@@ -22,12 +22,6 @@ SELECT_BY = ("bleu", "last")
 KEEP = ("better", "always")
 
 
-def checkpoint_root(path: str | Path) -> Path:
-    """``path/checkpoints`` when ``path`` is a run directory, else ``path`` itself."""
-    p = Path(path)
-    return p / "checkpoints" if (p / "checkpoints").is_dir() else p
-
-
 def _dev_bleu(ckpt: Path) -> Optional[float]:
     """``meta["valid"]["bleu"]`` of a checkpoint, or None when it was saved without validation."""
     try:
@@ -55,7 +49,7 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
         ValueError: ``n < 2``, an unknown ``by``, fewer than 2 eligible checkpoints (the message
             names the directory and, for ``by="bleu"``, the checkpoints without a dev BLEU).
     """
-    from nmt.train.checkpoint import complete_checkpoints
+    from nmt.train.checkpoint import checkpoint_root, complete_checkpoints
 
     if by not in SELECT_BY:
         raise ValueError(f"by={by!r}: choose one of {', '.join(SELECT_BY)}")

@@ -136,6 +136,12 @@ def prune_checkpoints(ckpt_root: Path, keep_last: int, protect: set[str]) -> Non
             shutil.rmtree(p, ignore_errors=True)
 
 
+def checkpoint_root(path: str | os.PathLike) -> Path:
+    """``path/checkpoints`` when ``path`` is a run directory, else ``path`` itself."""
+    p = Path(path)
+    return p / "checkpoints" if (p / "checkpoints").is_dir() else p
+
+
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     """Accept a checkpoint directory, a ``checkpoints/`` directory or a run directory.
 
@@ -149,7 +155,7 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         if not (p / MARKER).exists():
             raise CheckpointError(f"checkpoint {p} is incomplete (no {MARKER} marker): it was interrupted while saving")
         return p
-    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    root = checkpoint_root(p)
     index = read_index(root)
     name = index.get(which) or index.get("latest")
     if name and (root / name / MARKER).exists():
