@@ -30,8 +30,8 @@ from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
 from nmt.train.monitor import Monitor, format_scalars
 from nmt.train.optim import build_optimizer, build_scheduler
-from nmt.train.run_state import (RESUME_ALLOWED, CheckpointMixin, Progress, RunDirError,  # noqa: F401 (re-exported)
-                                 _rng_state, _set_rng_state, config_differences, seed_everything)
+from nmt.train.run_state import RunDirError  # noqa: F401 (re-exported: nmt.cli.train and the tests raise/catch it from here)
+from nmt.train.run_state import CheckpointMixin, Progress, _rng_state, _set_rng_state, seed_everything
 from nmt.train.validation import ValidationMixin
 from nmt.versions import format_versions
 
