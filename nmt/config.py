@@ -188,6 +188,7 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = 0  # 0 = no limit
     max_time_minutes: float = 0.0  # wall-clock budget for training (0 = none)
+    fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes (nmt.train.budget)
     valid_every_steps: int = 0  # 0 = once per epoch
     valid_every_epochs: int = 1
     valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)
@@ -404,6 +405,9 @@ def validate(cfg: Config) -> None:
     if o.scheduler in ("cosine", "linear") and t.max_steps <= o.warmup_steps:
         problems.append(f"optim.scheduler={o.scheduler} decays over train.max_steps, which must be larger than "
                         f"optim.warmup_steps={o.warmup_steps} (got {t.max_steps})")
+    if t.fit_schedule_to_time and (t.max_time_minutes <= 0 or o.scheduler not in ("cosine", "linear")):
+        problems.append(f"train.fit_schedule_to_time=true fits a cosine or linear decay into train.max_time_minutes; "
+                        f"got optim.scheduler={o.scheduler!r}, train.max_time_minutes={t.max_time_minutes}")
     if t.max_tokens <= 0 or t.update_freq < 1:
         problems.append(f"train.max_tokens={t.max_tokens} must be > 0 and train.update_freq={t.update_freq} >= 1")
     if s.beam_size < 1 or s.nbest < 1 or s.nbest > s.beam_size:

@@ -57,6 +57,8 @@ class Progress:
     oom_skips: int = 0  # updates skipped because a batch ran out of memory (R15)
     overflow_skips: int = 0  # fp16 updates skipped by the loss scaler (gradient overflow), apart from NaNs (R14)
     history: list = field(default_factory=list)  # one dict per validation
+    cycle_seconds: list = field(default_factory=list)  # wall time of each validate-and-checkpoint cycle
+    schedule_steps: int = 0  # the decay's length fitted to the time budget (0 = train.max_steps)
 
 
 def seed_everything(seed: int) -> None:

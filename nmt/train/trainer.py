@@ -29,7 +29,8 @@ from nmt.train.data import PreparedData
 from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
 from nmt.train.monitor import Monitor, format_scalars
-from nmt.train.optim import build_optimizer, build_scheduler
+from nmt.train.budget import fit_schedule_steps
+from nmt.train.optim import build_optimizer, build_scheduler, lr_lambda
 from nmt.train.run_state import RunDirError  # noqa: F401 (re-exported: nmt.cli.train and the tests raise/catch it from here)
 from nmt.train.run_state import CheckpointMixin, Progress, _rng_state, _set_rng_state, seed_everything
 from nmt.train.validation import ValidationMixin
@@ -136,6 +137,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self._start: Optional[float] = None
         self._last_saved_step = -1
         self.resumed_from = self._prepare_run_dir()
+        if self.progress.schedule_steps:  # a resumed run keeps the schedule fitted to its time budget
+            self._set_schedule_length(self.progress.schedule_steps)
         self.monitor = Monitor(self.run_dir / "tensorboard", enabled=dist.is_main,
                                purge_step=self.progress.step + 1 if self.resumed_from else None)
         log.info("versions: %s", format_versions())
@@ -303,6 +306,9 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 reason = self._validate_and_save()
                 if reason:
                     return reason
+            if tc.fit_schedule_to_time and not self.progress.schedule_steps \
+                    and self.progress.step >= max(1, self.cfg.optim.warmup_steps):
+                self._fit_schedule(start)
             reason = self._budget_exhausted(start, agree=True)
             if reason:
                 return reason
@@ -440,12 +446,55 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self.monitor.scalars(self.progress.step, values, "train")
         log.info("epoch %d step %d %s", self.progress.epoch, self.progress.step, format_scalars(values))
 
+    def _elapsed(self, start: float) -> float:
+        """Seconds of training so far (earlier sessions of a resumed run included)."""
+        return time.monotonic() - start
+
+    def _set_schedule_length(self, total_steps: int) -> None:
+        """Let the cosine/linear decay end at ``total_steps`` (same warmup and peak) and put
+        the optimizer's learning rate on the new curve at the current update."""
+        oc = self.cfg.optim
+        fn = lr_lambda(scheduler=oc.scheduler, lr=oc.lr, warmup_steps=oc.warmup_steps,
+                       warmup_init_lr=oc.warmup_init_lr, min_lr=oc.min_lr, d_model=self.cfg.model.d_model,
+                       total_steps=total_steps)
+        self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
+        last = self.scheduler.last_epoch
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * fn(last)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def _fit_schedule(self, start: float) -> None:
+        """train.fit_schedule_to_time: measure the time per update (validations included) and
+        shorten the decay to what fits in ``max_time_minutes`` (:mod:`nmt.train.budget`). Every
+        process of a distributed job takes the smallest estimate."""
+        tc, p = self.cfg.train, self.progress
+        if tc.valid_every_steps > 0:
+            per_cycle = float(tc.valid_every_steps)
+        elif self.stream is None:
+            per_cycle = len(self.sampler) * tc.valid_every_epochs / max(1, tc.update_freq)
+        else:  # streamed data: epochs have no known length; use the validations seen so far
+            per_cycle = p.step / len(p.cycle_seconds) if p.cycle_seconds else math.inf
+        elapsed = self._elapsed(start)
+        steps = fit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, tc.max_steps,
+                                   p.cycle_seconds, per_cycle)
+        if self.dist.enabled:
+            steps = -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
+        p.schedule_steps = steps
+        self._set_schedule_length(steps)
+        log.info("schedule fitted to train.max_time_minutes=%g: the %s decay ends at update %d%s (%d updates in "
+                 "%.1f min so far, %d validations taking %.1f min)", tc.max_time_minutes,
+                 self.cfg.optim.scheduler, steps, " (train.max_steps)" if steps == tc.max_steps else "", p.step,
+                 elapsed / 60, len(p.cycle_seconds), sum(p.cycle_seconds) / 60)
+
     def _budget_exhausted(self, start: float, agree: bool = False) -> Optional[str]:
         """The reason to stop when the step or time budget is used up. With ``agree`` every
         process of a distributed job stops when any one's clock says so."""
         tc = self.cfg.train
         if tc.max_steps > 0 and self.progress.step >= tc.max_steps:
             return f"reached max_steps={tc.max_steps}"
+        if self.progress.schedule_steps and self.progress.step >= self.progress.schedule_steps:
+            return (f"reached the end of the schedule fitted to max_time_minutes={tc.max_time_minutes} "
+                    f"({self.progress.schedule_steps} updates)")
         out_of_time = tc.max_time_minutes > 0 and time.monotonic() - start >= tc.max_time_minutes * 60
         if tc.max_time_minutes > 0 and agree:
             out_of_time = distributed.agree(self.dist, out_of_time)

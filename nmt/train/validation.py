@@ -104,12 +104,15 @@ class ValidationMixin:
         In a distributed job rank 0 validates while the others wait, then every rank takes its
         counters (best BLEU, patience) and decision, and all join the checkpoint's collectives.
         """
+        t0 = time.monotonic()
         outcome = self._validate() if self.dist.is_main else None
         if self.dist.enabled:
             outcome = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress)))
             outcome, progress = outcome
             self.progress = Progress(**progress)
         reason, improved, scores = outcome
+        # timed for train.fit_schedule_to_time (the checkpoint's own write is the small rest)
+        self.progress.cycle_seconds.append(round(time.monotonic() - t0, 3))
         self.save(best=improved, scores=scores)
         return reason
 
