@@ -21,8 +21,9 @@ What it reports (every part runs in its own subprocess, so each peak RSS is its 
   not): 2 FLOPs per parameter per token forward, 4 backward; attention score products, the
   softmax and elementwise work are not counted (the usual convention, Kaplan et al. 2020).
   ``mfu`` uses the preallocated peak, ``mfu_vs_fresh_output_peak`` the other.
-* ``speedup_vs_baseline``: median tokens/s divided by ``benchmarks/baseline.json`` (the first
-  trainer's numbers measured with this script's method on this machine).
+* ``speedup_vs_baseline``: median tokens/s divided by ``--baseline`` (the first trainer's
+  numbers measured with this script's method on the same machine: ``benchmarks/baseline.json``
+  for the reference Intel host, ``benchmarks/baseline-epyc-zen4.json`` for an AMD Zen 4 host).
 * ``translation.<run>``: beam search (``--beam-size``, batched by ``--batch-size``, sentences
   sorted by length) of the first ``--translate-sentences`` of test2016: sentences/s, target
   tokens/s, BLEU; for Transformers also CTranslate2 fp32 and int8 on the same model and
@@ -286,6 +287,9 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--no-ct2", action="store_true", help="skip the CTranslate2 comparison")
     parser.add_argument("--no-cold-start", action="store_true")
+    parser.add_argument("--baseline", type=Path, default=BASELINE,
+                        help="JSON of the first trainer's speed measured on this machine (speedup_vs_baseline); "
+                             "benchmarks/baseline-epyc-zen4.json for the AMD Zen 4 host")
     parser.add_argument("--worker", choices=["train", "translate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -305,7 +309,7 @@ def main() -> None:
               "matmul_peak_gflops": round(peak, 1), "matmul_peak_gflops_fresh_output": round(peak_fresh, 1),
               "mfu_formula": "6 * (P_enc * src_tok/s + (P_dec + P_out) * tgt_tok/s) / matmul_peak, embeddings "
                              "excluded, output projection included"}
-    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else {}
     if not args.skip_training:
         result["training"] = {}
         for recipe in [r for r in args.recipes.split(",") if r]:
