@@ -90,6 +90,7 @@ def test_decay_fitted_to_the_budget_ends_at_min_lr_and_stops_training(tmp_path, 
     assert fitted.progress.schedule_steps == fake_clock
     assert fitted.progress.step == fake_clock < MAX_STEPS
     assert "fitted to max_time_minutes" in results["stop_reason"]
+    assert results["fitted_schedule_steps"] == fake_clock
     assert len(fitted.progress.cycle_seconds) == len(fitted.progress.history) > 1
     assert lrs[-1] == pytest.approx(MIN_LR + (3e-3 - MIN_LR) * 0.5 * (1 + math.cos(math.pi * 53 / 54)))
     assert fitted.scheduler.get_last_lr()[0] == pytest.approx(MIN_LR)
