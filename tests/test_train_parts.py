@@ -181,6 +181,38 @@ def test_prune_keeps_best_and_latest(tmp_path):
         "step-0000001", "step-0000004", "step-0000005"]
 
 
+def test_a_kill_while_removing_a_checkpoint_leaves_no_half_deleted_one(tmp_path, monkeypatch):
+    """R3, R5: pruning or overwriting renames the directory out of sight before deleting it, so
+    a kill in the middle of the deletion (here: rmtree dies after one file) leaves only a temp
+    directory, which the next listing cleans; a marked directory whose meta.json is gone (a
+    hand edit) is left out with a warning instead of failing every listing."""
+    import shutil
+    from pathlib import Path
+
+    import nmt.train.checkpoint as module
+
+    for step in range(1, 4):
+        _save(tmp_path, f"step-{step:07d}", step)
+    real_rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        (Path(path) / "meta.json").unlink()
+        raise KeyboardInterrupt("killed while deleting")
+
+    monkeypatch.setattr(module.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        module.prune_checkpoints(tmp_path, keep_last=2, protect=set())
+    with pytest.raises(KeyboardInterrupt):  # overwriting a checkpoint of the same name
+        _save(tmp_path, "step-0000003", 3)
+    monkeypatch.setattr(module.shutil, "rmtree", real_rmtree)
+    visible = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")]
+    assert all((p / module.MARKER).exists() and (p / "meta.json").exists() for p in visible)
+    assert [p.name for p in module.complete_checkpoints(tmp_path)] == ["step-0000002"]
+    assert not list(tmp_path.glob(".tmp-*"))  # cleaned by the listing
+    (tmp_path / "step-0000002" / "meta.json").unlink()
+    assert module.complete_checkpoints(tmp_path) == []
+
+
 def test_index_is_replaced_atomically_and_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """R4, R18: checkpoints.json is replaced through a temp file (never unlinked first); a save
     that fails half way raises, leaves no half-written checkpoint and keeps the previous one."""

@@ -90,7 +90,7 @@ def save_checkpoint(ckpt_root: Path, name: str, model: torch.nn.Module, cfg: Con
         _write_file(tmp / MARKER, b"ok\n")
         fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            remove_checkpoint(final)
         os.replace(tmp, final)
         fsync_dir(ckpt_root)
     except BaseException:
@@ -116,7 +116,11 @@ def write_index(ckpt_root: Path, index: dict) -> None:
 
 
 def complete_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first (by step); stale temp dirs are removed (R3)."""
+    """Complete checkpoint directories, oldest first (by step); stale temp dirs are removed (R3).
+
+    A directory with the marker but no readable ``meta.json`` (changed by hand, or damaged
+    outside nmt) is left out with a warning.
+    """
     if not ckpt_root.is_dir():
         return []
     out = []
@@ -124,8 +128,24 @@ def complete_checkpoints(ckpt_root: Path) -> list[Path]:
         if p.name.startswith(".tmp-"):
             shutil.rmtree(p, ignore_errors=True)
         elif p.is_dir() and (p / MARKER).exists():
-            out.append(p)
-    return sorted(out, key=lambda p: (json.loads((p / "meta.json").read_text()).get("step", 0), p.name))
+            try:
+                step = json.loads((p / "meta.json").read_text()).get("step", 0)
+            except (OSError, ValueError) as err:
+                log.warning("checkpoint %s is left out: its meta.json cannot be read (%s)", p, err)
+                continue
+            out.append((step, p.name, p))
+    return [p for _, _, p in sorted(out)]
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete checkpoint directory ``path`` so that no kill leaves it half-deleted under its own
+    name: it is renamed to a ``.tmp-`` name first (atomic; :func:`complete_checkpoints` skips and
+    cleans such names), then removed (R3, R5)."""
+    doomed = path.with_name(f".tmp-removing-{path.name}")
+    if doomed.exists():
+        shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def prune_checkpoints(ckpt_root: Path, keep_last: int, protect: set[str]) -> None:
@@ -133,7 +153,7 @@ def prune_checkpoints(ckpt_root: Path, keep_last: int, protect: set[str]) -> Non
     steps = [p for p in complete_checkpoints(ckpt_root) if p.name.startswith("step-")]
     for p in steps[: max(0, len(steps) - max(1, keep_last))]:
         if p.name not in protect:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_checkpoint(p)
 
 
 def checkpoint_root(path: str | os.PathLike) -> Path:
