@@ -121,10 +121,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
             raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {tc.precision!r}")
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=tc.fp16_init_scale) \
             if tc.precision == "fp16" else None
-        self.scheduler = build_scheduler(self.optimizer, scheduler=oc.scheduler, lr=oc.lr,
-                                         warmup_steps=oc.warmup_steps, warmup_init_lr=oc.warmup_init_lr,
-                                         min_lr=oc.min_lr, d_model=cfg.model.d_model,
-                                         total_steps=tc.max_steps)
+        self.scheduler = build_scheduler(self.optimizer, **self._schedule(tc.max_steps))
         # the training batches' order and position: in-memory ids with the bucketing sampler, or
         # a streamed corpus (data.streaming=true), which yields whole batches and has no length
         self.stream = data.train_stream
@@ -450,13 +447,18 @@ class Trainer(CheckpointMixin, ValidationMixin):
         """Seconds of training so far (earlier sessions of a resumed run included)."""
         return time.monotonic() - start
 
+    def _schedule(self, total_steps: int) -> dict:
+        """Keyword arguments of :func:`nmt.train.optim.lr_lambda` for this config, decaying over
+        ``total_steps`` updates."""
+        oc = self.cfg.optim
+        return {"scheduler": oc.scheduler, "lr": oc.lr, "warmup_steps": oc.warmup_steps,
+                "warmup_init_lr": oc.warmup_init_lr, "min_lr": oc.min_lr, "d_model": self.cfg.model.d_model,
+                "total_steps": total_steps}
+
     def _set_schedule_length(self, total_steps: int) -> None:
         """Let the cosine/linear decay end at ``total_steps`` (same warmup and peak) and put
         the optimizer's learning rate on the new curve at the current update."""
-        oc = self.cfg.optim
-        fn = lr_lambda(scheduler=oc.scheduler, lr=oc.lr, warmup_steps=oc.warmup_steps,
-                       warmup_init_lr=oc.warmup_init_lr, min_lr=oc.min_lr, d_model=self.cfg.model.d_model,
-                       total_steps=total_steps)
+        fn = lr_lambda(**self._schedule(total_steps))
         self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
         last = self.scheduler.last_epoch
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
