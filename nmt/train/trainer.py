@@ -497,7 +497,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         if self.progress.schedule_steps and self.progress.step >= self.progress.schedule_steps:
             return (f"reached the end of the schedule fitted to max_time_minutes={tc.max_time_minutes} "
                     f"({self.progress.schedule_steps} updates)")
-        out_of_time = tc.max_time_minutes > 0 and time.monotonic() - start >= tc.max_time_minutes * 60
+        out_of_time = tc.max_time_minutes > 0 and self._elapsed(start) >= tc.max_time_minutes * 60
         if tc.max_time_minutes > 0 and agree:
             out_of_time = distributed.agree(self.dist, out_of_time)
         return f"reached max_time_minutes={tc.max_time_minutes}" if out_of_time else None
