@@ -188,7 +188,7 @@ class TrainConfig:
     max_epochs: int = 100
     max_steps: int = 0  # 0 = no limit
     max_time_minutes: float = 0.0  # wall-clock budget for training (0 = none)
-    fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes (nmt.train.budget)
+    fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes, and again after a validation if the machine slowed down (nmt.train.budget)
     valid_every_steps: int = 0  # 0 = once per epoch
     valid_every_epochs: int = 1
     valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nmt.config import Config, OptimConfig, TrainConfig, validate
-from nmt.train import budget
+from nmt.train import budget, optim
 from nmt.train import trainer as trainer_module
 from nmt.train.trainer import Trainer, TrainingInterrupted
 from test_resume import MODELS, _data, _params, _record
@@ -29,6 +29,41 @@ def test_fitted_length_counts_updates_and_validations():
     assert budget.fit_schedule_steps(100, 100.0, 1000.0, 0) == 100 + int(880 / 1.0)
     # out of time already: the schedule ends at the next update
     assert budget.fit_schedule_steps(100, 1200.0, 1000.0, 0) == 101
+
+
+def test_a_plan_is_shortened_only_when_it_no_longer_fits_the_whole_budget():
+    # 1 s per update: 100 done in 100 s, the plan ends at 1,000 = 1,000 s: it fits, it stands
+    assert budget.refit_schedule_steps(100, 100.0, 1000.0, 1000) == 1000
+    # inside the reserve (990 s projected of 1,000): no shortening for a small change of speed
+    assert budget.refit_schedule_steps(100, 99.0, 1000.0, 990 + 1) == 991
+    # 1.5 s per update: 1,350 s projected; refitted to 980 s: 100 + int(830 / 1.5) = 653
+    assert budget.refit_schedule_steps(100, 150.0, 1000.0, 1000) == 653
+    # faster than planned: never lengthened
+    assert budget.refit_schedule_steps(100, 50.0, 1000.0, 300) == 300
+    # validations count: u = 1 + 10 s every 10 updates = 2 s; 100 + 900 * 2 > 1,000
+    assert budget.refit_schedule_steps(100, 100.0, 1000.0, 1000, [0.0, 10.0], 10) < 1000
+    # at or past the end: nothing to refit
+    assert budget.refit_schedule_steps(1000, 5000.0, 1000.0, 1000) == 1000
+    # out of time: the decay ends at the next update
+    assert budget.refit_schedule_steps(100, 1200.0, 1000.0, 500) == 101
+
+
+def test_a_shortened_decay_is_continuous_and_ends_at_the_floor():
+    fn = optim.lr_lambda(scheduler="cosine", lr=1e-3, warmup_steps=10, warmup_init_lr=0.0, min_lr=1e-5,
+                         d_model=256, total_steps=110)
+    short = optim.shorten_decay(fn, 40, 70, "cosine", 1e-5 / 1e-3)
+    assert [short(s) for s in range(41)] == [fn(s) for s in range(41)]
+    values = [short(s) for s in range(40, 80)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # no jump up at the shortening
+    assert short(41) == pytest.approx(fn(40), rel=1e-2) and short(41) < fn(40)
+    assert short(70) == pytest.approx(1e-2) and short(75) == pytest.approx(1e-2)
+    assert short(70) < fn(70)
+    linear = optim.shorten_decay(fn, 40, 70, "linear", 0.0)
+    assert linear(55) == pytest.approx(fn(40) / 2)
+    with pytest.raises(ValueError, match="must end after update 40"):
+        optim.shorten_decay(fn, 40, 40, "cosine", 0.0)
+    with pytest.raises(ValueError, match="cosine or linear"):
+        optim.shorten_decay(fn, 40, 70, "inverse_sqrt", 0.0)
 
 
 def test_fitted_length_rejects_nonsense():
@@ -65,10 +100,24 @@ def fake_clock(monkeypatch):
     """One second per update, and validations treated as free, so the fitted length is exact:
     60 s · 0.98 = 58.8 s; after WARMUP updates in WARMUP s the decay ends at update 58."""
     monkeypatch.setattr(Trainer, "_elapsed", lambda self, start: float(self.progress.step))
-    real = budget.fit_schedule_steps
+    real, real_refit = budget.fit_schedule_steps, budget.refit_schedule_steps
     monkeypatch.setattr(trainer_module, "fit_schedule_steps",
                         lambda step, elapsed, total, max_steps, cycles, per_cycle: real(step, elapsed, total, max_steps))
+    monkeypatch.setattr(trainer_module, "refit_schedule_steps",
+                        lambda step, elapsed, total, planned, cycles, per_cycle: real_refit(step, elapsed, total, planned))
     return 4 + int(58.8 - 4)
+
+
+SLOW_AFTER, SLOW = 20, 1.25  # seconds per update from update SLOW_AFTER on
+
+
+@pytest.fixture
+def slowing_clock(fake_clock, monkeypatch):
+    """As fake_clock, but the machine slows down after the fit: 1.25 s per update from update
+    20 on. The plan made at update 4 (end 58) would take 67.5 s of the 60."""
+    monkeypatch.setattr(Trainer, "_elapsed", lambda self, start: float(
+        min(self.progress.step, SLOW_AFTER) + SLOW * max(0, self.progress.step - SLOW_AFTER)))
+    return fake_clock
 
 
 def _lrs(trainer: Trainer) -> list[float]:
@@ -120,5 +169,48 @@ def test_fitted_schedule_resumes_bitwise(tmp_path, fake_clock):
     resumed.train()
     assert resumed.progress.step == straight.progress.step == fake_clock
     assert len(losses) == 20 and losses + rest == expected
+    after, reference = _params(resumed), _params(straight)
+    assert all(torch.equal(after[k], reference[k]) for k in reference)
+
+
+def test_a_slowdown_after_the_fit_shortens_the_decay_so_it_still_ends_in_time(tmp_path, slowing_clock, monkeypatch):
+    slowed = _trainer(tmp_path / "refitted", fit=True)
+    lrs = _lrs(slowed)
+    results = slowed.train()
+    p = slowed.progress
+    assert p.schedule_steps == slowing_clock  # the plan made when warmup ended
+    assert p.schedule_refits and all(end < slowing_clock for _, end in p.schedule_refits)
+    assert results["schedule_refits"] == p.schedule_refits
+    assert "fitted to max_time_minutes" in results["stop_reason"] and p.step == p.schedule_end
+    assert slowed._elapsed(0.0) <= 60.0
+    assert slowed.scheduler.get_last_lr()[0] == pytest.approx(MIN_LR)
+    decay = lrs[WARMUP:]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))  # each shortening starts from the current lr
+
+    # without the later check the same slowdown leaves the run cut off by the clock, high up the cosine
+    monkeypatch.setattr(trainer_module, "refit_schedule_steps", lambda step, elapsed, total, planned, *a: planned)
+    cut = _trainer(tmp_path / "cut", fit=True)
+    results = cut.train()
+    assert "reached max_time_minutes" in results["stop_reason"] and cut.progress.step < slowing_clock
+    assert cut.scheduler.get_last_lr()[0] > 10 * MIN_LR
+
+
+def test_a_shortened_schedule_resumes_bitwise(tmp_path, slowing_clock):
+    straight = _trainer(tmp_path / "straight", fit=True)
+    expected = _record(straight)
+    straight.train()
+    assert straight.progress.schedule_refits
+    at = straight.progress.schedule_refits[0][0] + 3
+
+    first = _trainer(tmp_path / "resumed", fit=True)
+    losses = _record(first, stop_at=at)  # after the first shortening
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    resumed = _trainer(tmp_path / "resumed", fit=True)
+    assert resumed.progress.schedule_refits == straight.progress.schedule_refits[:1]
+    rest = _record(resumed)
+    resumed.train()
+    assert resumed.progress.schedule_refits == straight.progress.schedule_refits
+    assert len(losses) == at and losses + rest == expected
     after, reference = _params(resumed), _params(straight)
     assert all(torch.equal(after[k], reference[k]) for k in reference)

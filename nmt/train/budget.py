@@ -17,6 +17,14 @@ untrained model outputs (too short, or running to the length limit) makes its de
 unrepresentative (Multi30k Transformer on the Zen 4 host: its validation took 8 s, every later
 one 11-16 s). The length is saved in every checkpoint, so a resumed run
 keeps it and resumes bitwise as before.
+
+A shared machine can slow down after the fit (the Multi30k de→en Transformer on the Zen 4 host
+trained ~7% slower after update 500 than before it, and the hour stopped it 36 updates before
+the planned end). So after every later validation the plan is checked again
+(:func:`refit_schedule_steps`): when the planned end no longer fits in the whole budget, the
+decay is shortened, from the current update and learning rate, to what fits in the budget less
+the reserve. A plan is never lengthened, and the reserve keeps small changes of speed from
+shortening it again and again.
 """
 from __future__ import annotations
 
@@ -53,11 +61,49 @@ def fit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: float,
         raise ValueError(f"the schedule is fitted after at least one update, got step={step}")
     if budget_seconds <= 0:
         raise ValueError(f"the time budget must be positive, got {budget_seconds} s")
+    per_update = seconds_per_update(step, elapsed_seconds, cycle_seconds, steps_per_cycle)
+    remaining = budget_seconds * (1.0 - reserve) - elapsed_seconds
+    fitted = step + max(1, int(remaining / per_update)) if remaining > 0 else step + 1
+    return min(fitted, max_steps) if max_steps > 0 else fitted
+
+
+def seconds_per_update(step: int, elapsed_seconds: float, cycle_seconds: Sequence[float] = (),
+                       steps_per_cycle: float = math.inf) -> float:
+    """Wall seconds one more update costs, its share of the validations included: the mean
+    update time so far, (elapsed − Σ cycles) / step, plus the mean cost of a validation cycle
+    (the first left out when there are others) over ``steps_per_cycle``. ``step`` must be ≥ 1."""
     overhead = float(sum(cycle_seconds))
     per_update = max(elapsed_seconds - overhead, 1e-9) / step
     later = list(cycle_seconds[1:]) or list(cycle_seconds)
     if later and steps_per_cycle > 0 and math.isfinite(steps_per_cycle):
         per_update += sum(later) / len(later) / steps_per_cycle
-    remaining = budget_seconds * (1.0 - reserve) - elapsed_seconds
-    fitted = step + max(1, int(remaining / per_update)) if remaining > 0 else step + 1
-    return min(fitted, max_steps) if max_steps > 0 else fitted
+    return per_update
+
+
+def refit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: float, planned_steps: int,
+                         cycle_seconds: Sequence[float] = (), steps_per_cycle: float = math.inf,
+                         reserve: float = RESERVE) -> int:
+    """The schedule's end after checking a fitted plan again (after a validation).
+
+    The plan stands while its projected end, ``elapsed + (planned_steps − step) · u`` with u
+    from :func:`seconds_per_update`, is inside the whole budget. Otherwise the machine has
+    become slower than when the plan was made, and the end is fitted again with
+    :func:`fit_schedule_steps` (budget less ``reserve``), which is then earlier.
+
+    Args:
+        step: updates done (≥ 1).
+        elapsed_seconds, budget_seconds, cycle_seconds, steps_per_cycle, reserve: as in
+            :func:`fit_schedule_steps`.
+        planned_steps: the schedule's current end.
+    Returns:
+        ``planned_steps``, or an earlier end (at least ``step + 1``).
+    Raises:
+        ValueError: as :func:`fit_schedule_steps`.
+    """
+    if step >= planned_steps:
+        return planned_steps
+    per_update = seconds_per_update(max(step, 1), elapsed_seconds, cycle_seconds, steps_per_cycle)
+    if elapsed_seconds + (planned_steps - step) * per_update <= budget_seconds:
+        return planned_steps
+    return min(planned_steps, fit_schedule_steps(step, elapsed_seconds, budget_seconds, planned_steps,
+                                                 cycle_seconds, steps_per_cycle, reserve))

@@ -82,6 +82,34 @@ def lr_lambda(scheduler: str, lr: float, warmup_steps: int, warmup_init_lr: floa
                      "cosine or linear")
 
 
+def shorten_decay(fn: Callable[[int], float], at_step: int, total_steps: int, scheduler: str,
+                  min_fraction: float) -> Callable[[int], float]:
+    """``fn`` up to ``at_step``, then a new decay from ``fn(at_step)`` down to ``min_fraction``
+    at ``total_steps``, of the same shape (half a cosine, or a straight line).
+
+    Used by ``train.fit_schedule_to_time`` (:mod:`nmt.train.budget`) when a slower machine than
+    planned makes an earlier end necessary: the learning rate stays continuous at ``at_step``.
+    Values are multipliers of the peak learning rate, as :func:`lr_lambda`'s.
+
+    Raises:
+        ValueError: ``scheduler`` is not cosine or linear, or ``total_steps <= at_step``.
+    """
+    if scheduler not in ("cosine", "linear"):
+        raise ValueError(f"only a cosine or linear decay can be shortened, not {scheduler!r}")
+    if total_steps <= at_step:
+        raise ValueError(f"the shortened decay must end after update {at_step}, got {total_steps}")
+    start = fn(at_step)
+
+    def shortened(s: int) -> float:
+        if s <= at_step:
+            return fn(s)
+        progress = min(1.0, (s - at_step) / (total_steps - at_step))
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1.0 - progress
+        return min_fraction + (start - min_fraction) * shape
+
+    return shortened
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
     """``LambdaLR`` with :func:`lr_lambda` (its state is saved in checkpoints)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(**kwargs))

@@ -58,7 +58,13 @@ class Progress:
     overflow_skips: int = 0  # fp16 updates skipped by the loss scaler (gradient overflow), apart from NaNs (R14)
     history: list = field(default_factory=list)  # one dict per validation
     cycle_seconds: list = field(default_factory=list)  # wall time of each validate-and-checkpoint cycle
-    schedule_steps: int = 0  # the decay's length fitted to the time budget (0 = train.max_steps)
+    schedule_steps: int = 0  # the decay's length fitted to the time budget when warmup ended (0 = train.max_steps)
+    schedule_refits: list = field(default_factory=list)  # [update, new end] of each later shortening
+
+    @property
+    def schedule_end(self) -> int:
+        """The update at which the fitted decay ends now (0 = no fit, train.max_steps)."""
+        return self.schedule_refits[-1][1] if self.schedule_refits else self.schedule_steps
 
 
 def seed_everything(seed: int) -> None:

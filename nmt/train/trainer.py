@@ -29,8 +29,8 @@ from nmt.train.data import PreparedData
 from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
 from nmt.train.monitor import Monitor, format_scalars
-from nmt.train.budget import fit_schedule_steps
-from nmt.train.optim import build_optimizer, build_scheduler, lr_lambda
+from nmt.train.budget import fit_schedule_steps, refit_schedule_steps
+from nmt.train.optim import build_optimizer, build_scheduler, lr_lambda, shorten_decay
 from nmt.train.run_state import RunDirError  # noqa: F401 (re-exported: nmt.cli.train and the tests raise/catch it from here)
 from nmt.train.run_state import CheckpointMixin, Progress, _rng_state, _set_rng_state, seed_everything
 from nmt.train.validation import ValidationMixin
@@ -135,7 +135,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self._last_saved_step = -1
         self.resumed_from = self._prepare_run_dir()
         if self.progress.schedule_steps:  # a resumed run keeps the schedule fitted to its time budget
-            self._set_schedule_length(self.progress.schedule_steps)
+            self._apply_fitted_schedule()
         self.monitor = Monitor(self.run_dir / "tensorboard", enabled=dist.is_main,
                                purge_step=self.progress.step + 1 if self.resumed_from else None)
         log.info("versions: %s", format_versions())
@@ -245,6 +245,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
                     break
                 if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
                     stop_reason = self._validate_and_save()
+                    if stop_reason is None:
+                        self._refit_schedule(start)
                 self.progress.epoch += 1
                 if stop_reason is None and self._signalled():
                     stop_reason = INTERRUPTED
@@ -303,6 +305,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 reason = self._validate_and_save()
                 if reason:
                     return reason
+                self._refit_schedule(start)
             if tc.fit_schedule_to_time and not self.progress.schedule_steps \
                     and self.progress.step >= max(1, self.cfg.optim.warmup_steps):
                 self._fit_schedule(start)
@@ -455,34 +458,64 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 "warmup_init_lr": oc.warmup_init_lr, "min_lr": oc.min_lr, "d_model": self.cfg.model.d_model,
                 "total_steps": total_steps}
 
-    def _set_schedule_length(self, total_steps: int) -> None:
-        """Let the cosine/linear decay end at ``total_steps`` (same warmup and peak) and put
-        the optimizer's learning rate on the new curve at the current update."""
-        fn = lr_lambda(**self._schedule(total_steps))
+    def _apply_fitted_schedule(self) -> None:
+        """Put the scheduler on the decay fitted to the time budget: ending at
+        ``progress.schedule_steps`` (same warmup and peak), then shortened at each of
+        ``progress.schedule_refits`` (:func:`nmt.train.optim.shorten_decay`); and set the
+        optimizer's learning rate to the new curve at the current update."""
+        p, oc = self.progress, self.cfg.optim
+        fn = lr_lambda(**self._schedule(p.schedule_steps))
+        for at_step, end in p.schedule_refits:
+            fn = shorten_decay(fn, at_step, end, oc.scheduler, oc.min_lr / oc.lr)
         self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
         last = self.scheduler.last_epoch
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * fn(last)
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
+    def _steps_per_cycle(self) -> float:
+        """Updates between two validations (for the time-budget estimate)."""
+        tc, p = self.cfg.train, self.progress
+        if tc.valid_every_steps > 0:
+            return float(tc.valid_every_steps)
+        if self.stream is None:
+            return len(self.sampler) * tc.valid_every_epochs / max(1, tc.update_freq)
+        # streamed data: epochs have no known length; use the validations seen so far
+        return p.step / len(p.cycle_seconds) if p.cycle_seconds else math.inf
+
+    def _refit_schedule(self, start: float) -> None:
+        """After a validation: when the fitted decay no longer ends inside ``max_time_minutes``
+        at the speed measured so far, end it earlier, from the current update and learning rate
+        (:func:`nmt.train.budget.refit_schedule_steps`). Every process takes the earliest end."""
+        tc, p = self.cfg.train, self.progress
+        end = p.schedule_end
+        if not end or p.step >= end:
+            return
+        elapsed = self._elapsed(start)
+        steps = refit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, end, p.cycle_seconds,
+                                     self._steps_per_cycle())
+        if self.dist.enabled:
+            steps = -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
+        if steps >= end:
+            return
+        p.schedule_refits.append([p.step, steps])
+        self._apply_fitted_schedule()
+        log.info("schedule shortened to fit train.max_time_minutes=%g: the %s decay now ends at update %d "
+                 "instead of %d (%d updates in %.1f min so far)", tc.max_time_minutes, self.cfg.optim.scheduler,
+                 steps, end, p.step, elapsed / 60)
+
     def _fit_schedule(self, start: float) -> None:
         """train.fit_schedule_to_time: measure the time per update (validations included) and
         shorten the decay to what fits in ``max_time_minutes`` (:mod:`nmt.train.budget`). Every
         process of a distributed job takes the smallest estimate."""
         tc, p = self.cfg.train, self.progress
-        if tc.valid_every_steps > 0:
-            per_cycle = float(tc.valid_every_steps)
-        elif self.stream is None:
-            per_cycle = len(self.sampler) * tc.valid_every_epochs / max(1, tc.update_freq)
-        else:  # streamed data: epochs have no known length; use the validations seen so far
-            per_cycle = p.step / len(p.cycle_seconds) if p.cycle_seconds else math.inf
         elapsed = self._elapsed(start)
         steps = fit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, tc.max_steps,
-                                   p.cycle_seconds, per_cycle)
+                                   p.cycle_seconds, self._steps_per_cycle())
         if self.dist.enabled:
             steps = -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
         p.schedule_steps = steps
-        self._set_schedule_length(steps)
+        self._apply_fitted_schedule()
         log.info("schedule fitted to train.max_time_minutes=%g: the %s decay ends at update %d%s (%d updates in "
                  "%.1f min so far, %d validations taking %.1f min)", tc.max_time_minutes,
                  self.cfg.optim.scheduler, steps, " (train.max_steps)" if steps == tc.max_steps else "", p.step,
@@ -494,9 +527,9 @@ class Trainer(CheckpointMixin, ValidationMixin):
         tc = self.cfg.train
         if tc.max_steps > 0 and self.progress.step >= tc.max_steps:
             return f"reached max_steps={tc.max_steps}"
-        if self.progress.schedule_steps and self.progress.step >= self.progress.schedule_steps:
+        if self.progress.schedule_end and self.progress.step >= self.progress.schedule_end:
             return (f"reached the end of the schedule fitted to max_time_minutes={tc.max_time_minutes} "
-                    f"({self.progress.schedule_steps} updates)")
+                    f"({self.progress.schedule_end} updates)")
         out_of_time = tc.max_time_minutes > 0 and self._elapsed(start) >= tc.max_time_minutes * 60
         if tc.max_time_minutes > 0 and agree:
             out_of_time = distributed.agree(self.dist, out_of_time)

@@ -163,9 +163,11 @@ class ValidationMixin:
                    # throughput over the whole training wall time, validations included
                    "tgt_tokens_per_s": round(p.tgt_tokens / max(1e-9, p.train_seconds)),
                    "src_tokens_per_s": round(p.src_tokens / max(1e-9, p.train_seconds)),
-                   # train.fit_schedule_to_time: the decay's fitted length (0 = not fitted); repeat
-                   # the run elsewhere with train.max_steps=<it> train.fit_schedule_to_time=false
-                   "fitted_schedule_steps": p.schedule_steps,
+                   # train.fit_schedule_to_time: the decay's length fitted when warmup ended (0 = not
+                   # fitted); repeat the run elsewhere with train.max_steps=<it>
+                   # train.fit_schedule_to_time=false, unless a slowdown shortened it later:
+                   # [update, new end] of each shortening (nmt.train.budget.refit_schedule_steps)
+                   "fitted_schedule_steps": p.schedule_steps, "schedule_refits": p.schedule_refits,
                    "checkpoint": chosen, "best_valid_bleu": p.best_bleu, "best_step": p.best_step,
                    "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
                    "search": asdict(cfg.search), "length_penalty_dev_bleu": dev_alpha,
