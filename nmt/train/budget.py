@@ -102,8 +102,8 @@ def refit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: floa
     """
     if step >= planned_steps:
         return planned_steps
-    per_update = seconds_per_update(max(step, 1), elapsed_seconds, cycle_seconds, steps_per_cycle)
+    per_update = seconds_per_update(step, elapsed_seconds, cycle_seconds, steps_per_cycle)
     if elapsed_seconds + (planned_steps - step) * per_update <= budget_seconds:
         return planned_steps
-    return min(planned_steps, fit_schedule_steps(step, elapsed_seconds, budget_seconds, planned_steps,
-                                                 cycle_seconds, steps_per_cycle, reserve))
+    return fit_schedule_steps(step, elapsed_seconds, budget_seconds, planned_steps, cycle_seconds,
+                              steps_per_cycle, reserve)

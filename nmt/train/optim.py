@@ -73,13 +73,17 @@ def lr_lambda(scheduler: str, lr: float, warmup_steps: int, warmup_init_lr: floa
         def decay(s: int) -> float:
             if s < warmup:
                 return warm(s)
-            progress = min(1.0, (s - warmup) / (total_steps - warmup))
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1.0 - progress
-            return floor + (1.0 - floor) * shape
+            return floor + (1.0 - floor) * _decay_shape(scheduler, (s - warmup) / (total_steps - warmup))
 
         return decay
     raise ValueError(f"unknown optim.scheduler {scheduler!r}; expected inverse_sqrt, constant, noam, "
                      "cosine or linear")
+
+
+def _decay_shape(scheduler: str, progress: float) -> float:
+    """1 → 0 over ``progress`` 0 → 1 (clamped at 1): half a cosine, or a straight line."""
+    progress = min(1.0, progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1.0 - progress
 
 
 def shorten_decay(fn: Callable[[int], float], at_step: int, total_steps: int, scheduler: str,
@@ -103,9 +107,7 @@ def shorten_decay(fn: Callable[[int], float], at_step: int, total_steps: int, sc
     def shortened(s: int) -> float:
         if s <= at_step:
             return fn(s)
-        progress = min(1.0, (s - at_step) / (total_steps - at_step))
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if scheduler == "cosine" else 1.0 - progress
-        return min_fraction + (start - min_fraction) * shape
+        return min_fraction + (start - min_fraction) * _decay_shape(scheduler, (s - at_step) / (total_steps - at_step))
 
     return shortened
 
