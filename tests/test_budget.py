@@ -34,7 +34,8 @@ def test_fitted_length_counts_updates_and_validations():
 def test_a_plan_is_shortened_only_when_it_no_longer_fits_the_whole_budget():
     # 1 s per update: 100 done in 100 s, the plan ends at 1,000 = 1,000 s: it fits, it stands
     assert budget.refit_schedule_steps(100, 100.0, 1000.0, 1000) == 1000
-    # inside the reserve (990 s projected of 1,000): no shortening for a small change of speed
+    # 981 s projected: inside the budget but in its last 2%, where a fresh fit would end at 989;
+    # the plan stands (no shortening for a small change of speed)
     assert budget.refit_schedule_steps(100, 99.0, 1000.0, 990 + 1) == 991
     # 1.5 s per update: 1,350 s projected; refitted to 980 s: 100 + int(830 / 1.5) = 653
     assert budget.refit_schedule_steps(100, 150.0, 1000.0, 1000) == 653

@@ -483,6 +483,12 @@ class Trainer(CheckpointMixin, ValidationMixin):
         # streamed data: epochs have no known length; use the validations seen so far
         return p.step / len(p.cycle_seconds) if p.cycle_seconds else math.inf
 
+    def _earliest_end(self, steps: int) -> int:
+        """The smallest of every process's schedule end (a distributed job follows one curve)."""
+        if not self.dist.enabled:
+            return steps
+        return -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
+
     def _refit_schedule(self, start: float) -> None:
         """After a validation: when the fitted decay no longer ends inside ``max_time_minutes``
         at the speed measured so far, end it earlier, from the current update and learning rate
@@ -494,8 +500,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         elapsed = self._elapsed(start)
         steps = refit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, end, p.cycle_seconds,
                                      self._steps_per_cycle())
-        if self.dist.enabled:
-            steps = -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
+        steps = self._earliest_end(steps)
         if steps >= end:
             return
         p.schedule_refits.append([p.step, steps])
@@ -512,8 +517,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         elapsed = self._elapsed(start)
         steps = fit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, tc.max_steps,
                                    p.cycle_seconds, self._steps_per_cycle())
-        if self.dist.enabled:
-            steps = -int(distributed.all_reduce(self.dist, [-float(steps)], op="max")[0])
+        steps = self._earliest_end(steps)
         p.schedule_steps = steps
         self._apply_fitted_schedule()
         log.info("schedule fitted to train.max_time_minutes=%g: the %s decay ends at update %d%s (%d updates in "
