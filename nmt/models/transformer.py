@@ -12,7 +12,11 @@ from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 
-ACTIVATIONS = {"relu": lambda x: F.relu(x, inplace=True), "gelu": F.gelu}  # relu in place: one (B,T,F) tensor less
+# relu in place: one (N, F) tensor less. FeedForward applies it to a 2-D matmul output, never to a
+# view of one: an in-place op on a view makes autograd rebuild the base in backward (CopySlices: a
+# clone, a zero-filled buffer and a copy of the whole (N, F) tensor per layer, measured ~7% of a
+# Transformer training step on 2 cores)
+ACTIVATIONS = {"relu": lambda x: F.relu(x, inplace=True), "gelu": F.gelu}
 
 
 class FeedForward(nn.Module):
@@ -31,10 +35,11 @@ class FeedForward(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.act(self.fc1(x))
+        shape = x.shape
+        h = self.act(self.fc1(x.reshape(-1, shape[-1])))  # (B*T, F): a base tensor, see ACTIVATIONS
         if self.activation_dropout > 0:
             h = apply_dropout(h, self.activation_dropout, self.training)
-        return self.fc2(h)
+        return self.fc2(h).view(shape)
 
 
 class Sublayer(nn.Module):
