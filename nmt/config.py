@@ -198,6 +198,7 @@ class TrainConfig:
     average_last: int = 0  # at the end, average the last N checkpoints; kept only if dev BLEU improves (0 = off)
     average_best: int = 0  # at the end, average the best N checkpoints by dev BLEU (kept while training); kept only if better (0 = off)
     num_threads: int = 0  # torch intra-op threads (0 = torch default)
+    keep_freed_memory: bool = True  # CPU, glibc: freed tensors stay in the heap for reuse instead of page-faulting anew each update (nmt.train.allocator)
     device: str = "cpu"  # cpu | cuda | auto
     eval_test: bool = True  # decode the test split with beam search at the end
     tune_length_penalty: list[float] = field(default_factory=list)  # GNMT alphas tried on dev at the end

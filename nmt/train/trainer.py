@@ -25,6 +25,7 @@ from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
 from nmt.models import build_model, count_parameters
 from nmt.train import checkpoint as ckpt_io
 from nmt.train import distributed
+from nmt.train.allocator import keep_freed_memory
 from nmt.train.data import PreparedData
 from nmt.train.distributed import SINGLE, DistContext
 from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
@@ -104,6 +105,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(tc.device)
+        if tc.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
         seed_everything(tc.seed)
         tok = data.tokenizer
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
