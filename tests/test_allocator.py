@@ -44,7 +44,7 @@ def test_freed_blocks_are_reused_without_page_faults():
 
 
 @glibc
-def test_applies_on_glibc_and_is_idempotent():
+def test_applies_on_glibc_and_can_be_called_again():
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True
 
