@@ -33,9 +33,9 @@ def keep_freed_memory(mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: 
     """Ask glibc to serve blocks up to ``mmap_threshold`` bytes from the heap and to keep up to
     ``trim_threshold`` bytes of freed heap memory instead of returning it to the kernel.
 
-    Process-wide; calling it again sets the thresholds again. Blocks larger than ``mmap_threshold`` are still mmapped. Returns
-    True when glibc accepted both settings, False on other C libraries and platforms (macOS,
-    Windows, musl), where nothing changes.
+    Process-wide; calling it again sets the thresholds again. Blocks larger than ``mmap_threshold``
+    are still mmapped. Returns True when glibc accepted both settings, False on other C libraries
+    and platforms (macOS, Windows, musl), where nothing changes.
 
     Raises:
         ValueError: when a threshold is negative or ``mmap_threshold`` exceeds 32 MiB (glibc's limit).
