@@ -163,3 +163,48 @@ def test_decoder_cell_equals_the_torch_rnn_module(rnn_type, layers):
     torch.testing.assert_close(torch.stack(hidden), h_want.detach(), rtol=1e-5, atol=1e-6)
     if cells is not None:
         torch.testing.assert_close(torch.stack(cells), c_want.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_decoder_cell_gradients_equal_the_torch_rnn_module(rnn_type):
+    """Backward through the hand-unrolled first layer gives nn.GRU's / nn.LSTM's gradients for
+    the input, the state and every weight (the gates are split, not sliced, for speed)."""
+    torch.manual_seed(1)
+    dec = rnn_model("luong", "general", "global", rnn_type=rnn_type, layers=1).double().decoder
+    bsz, size = 3, dec.hidden_size
+    x = torch.randn(bsz, dec.rnn.input_size, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(1, bsz, size, dtype=torch.double, requires_grad=True)
+    c0 = torch.randn(1, bsz, size, dtype=torch.double, requires_grad=True)
+    probe = torch.randn(bsz, size, dtype=torch.double)
+    params = [dec.rnn.weight_ih_l0, dec.rnn.weight_hh_l0, dec.rnn.bias_ih_l0, dec.rnn.bias_hh_l0]
+
+    def grads(out):
+        return torch.autograd.grad((out * probe).sum(), [x, h0] + ([c0] if rnn_type == "lstm" else []) + params)
+
+    want = grads(dec.rnn(x[:, None], h0 if rnn_type == "gru" else (h0, c0))[0][:, 0])
+    hidden, cells = list(h0.unbind(0)), (list(c0.unbind(0)) if rnn_type == "lstm" else None)
+    dec._cell(torch.nn.functional.linear(x, dec.rnn.weight_ih_l0, dec.rnn.bias_ih_l0), hidden, cells)
+    for got, ref in zip(grads(hidden[-1]), want):
+        torch.testing.assert_close(got, ref)
+
+
+@pytest.mark.parametrize("score", ["additive", "concat"])
+def test_additive_scores_and_gradients_follow_bahdanau_eq6(score):
+    """e_ts = v_a^T tanh(W_q q_t + b + W_k h_s) (Bahdanau et al. 2015 eq. 6), and its gradients
+    for the query, the annotations and every weight, against the formula written out."""
+    torch.manual_seed(2)
+    attn = RNNAttention(query_dim=6, value_dim=10, score=score, attention_dim=7).double()
+    query = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
+    annotations = torch.randn(2, 5, 10, dtype=torch.double, requires_grad=True)
+    probe = torch.randn(2, 3, 5, dtype=torch.double)
+    inputs = [query, annotations, attn.query_proj.weight, attn.query_proj.bias, attn.key_proj.weight, attn.v.weight]
+
+    keys = attn.memory(annotations, annotations).keys[:, 0]
+    got = attn.scores(query, keys)
+    q = query @ attn.query_proj.weight.T + attn.query_proj.bias
+    k = annotations @ attn.key_proj.weight.T
+    want = torch.einsum("btsa,a->bts", torch.tanh(q[:, :, None] + k[:, None]), attn.v.weight[0])
+    torch.testing.assert_close(got, want)
+    for g, w in zip(torch.autograd.grad((got * probe).sum(), inputs),
+                    torch.autograd.grad((want * probe).sum(), inputs)):
+        torch.testing.assert_close(g, w)

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.attention import Memory
 from nmt.config import RNN_STYLES
+from nmt.models.activations import tanh
 from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
@@ -107,7 +108,7 @@ class RNNDecoder(Decoder):
     def init_state(self, enc: EncoderOutput) -> DecoderState:
         """s_0 = tanh(W_s h←_1) for every layer; attention keys projected once; feed = 0."""
         bsz = enc.encoder_out.size(0)
-        hidden = torch.tanh(self.bridge(enc.extra["backward_first"])).view(bsz, self.num_layers, self.hidden_size)
+        hidden = tanh(self.bridge(enc.extra["backward_first"])).view(bsz, self.num_layers, self.hidden_size)
         keys, values = self.attention.memory(enc.encoder_out, enc.encoder_out)
         cache = {"hidden": hidden, "keys": keys, "values": values, "src_mask": enc.src_mask}
         if self.is_lstm:
@@ -141,26 +142,26 @@ class RNNDecoder(Decoder):
             pos = None if positions is None else positions[t:t + 1]
             if self.style == "bahdanau":
                 ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from s_{t-1}
-                ctx = ctx[:, 0]
+                ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
                 self._cell(torch.addmm(gates_y[t], ctx, w_rest.t()), hidden, cells)
             else:
                 gates = torch.addmm(gates_y[t], feed, w_rest.t()) if self.input_feeding else gates_y[t]
                 self._cell(gates, hidden, cells)
                 ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from h_t
-                ctx = ctx[:, 0]
+                ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
                 if self.input_feeding:
-                    feed = torch.tanh(self.readout(torch.cat([ctx, hidden[-1]], -1)))  # h~_t (eq. 5)
+                    feed = tanh(self.readout(torch.cat([ctx, hidden[-1]], -1)))  # h~_t (eq. 5)
                     feeds.append(feed)
             states.append(hidden[-1])
             contexts.append(ctx)
             weights.append(w)
             centres.append(p)
         if self.style == "bahdanau":
-            o = torch.tanh(self.readout(torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), emb], -1)))
+            o = tanh(self.readout(torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), emb], -1)))
         elif self.input_feeding:
             o = torch.stack(feeds, 1)
         else:
-            o = torch.tanh(self.readout(torch.cat([torch.stack(contexts, 1), torch.stack(states, 1)], -1)))
+            o = tanh(self.readout(torch.cat([torch.stack(contexts, 1), torch.stack(states, 1)], -1)))
         x = apply_dropout(o, self.dropout, self.training)
         attn = torch.cat(weights, dim=2) if (need_attn or all_attn) else None
         extra = {} if centres[0] is None else {"positions": torch.cat(centres, dim=1)}
@@ -192,14 +193,17 @@ class RNNDecoder(Decoder):
         h = hidden[0]
         gates_h = F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
         if cells is None:  # GRU: r, z = σ(.), n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = n + z ⊙ (h - n)
-            size = self.hidden_size
-            r, z = torch.sigmoid(gates_in[:, :2 * size] + gates_h[:, :2 * size]).chunk(2, dim=1)
-            n = torch.tanh(torch.addcmul(gates_in[:, 2 * size:], r, gates_h[:, 2 * size:]))
+            # split, not slicing: the backward of a split is one cat, that of each slice a
+            # zero-filled full-size gradient plus a copy
+            rz_in, n_in = gates_in.split([2 * self.hidden_size, self.hidden_size], dim=1)
+            rz_h, n_h = gates_h.split([2 * self.hidden_size, self.hidden_size], dim=1)
+            r, z = torch.sigmoid(rz_in + rz_h).chunk(2, dim=1)
+            n = tanh(torch.addcmul(n_in, r, n_h))
             hidden[0] = torch.addcmul(n, z, h - n)
         else:  # LSTM: i, f, g, o gates; c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')
             i, f, g, o = (gates_in + gates_h).chunk(4, dim=1)
-            cells[0] = torch.addcmul(torch.sigmoid(f) * cells[0], torch.sigmoid(i), torch.tanh(g))
-            hidden[0] = torch.sigmoid(o) * torch.tanh(cells[0])
+            cells[0] = torch.addcmul(torch.sigmoid(f) * cells[0], torch.sigmoid(i), tanh(g))
+            hidden[0] = torch.sigmoid(o) * tanh(cells[0])
         x = hidden[0]
         for layer in range(1, self.num_layers):
             x = apply_dropout(x, self.dropout, self.training)

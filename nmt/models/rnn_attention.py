@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by nmt.config.validate
 from nmt.config import ATTENTION_WINDOWS as WINDOWS
+from nmt.models.activations import tanh
 from nmt.models.attention import Attention, Memory
 
 
@@ -95,7 +96,7 @@ class RNNAttention(Attention):
     def scores(self, query: Tensor, keys: Tensor) -> Tensor:
         """query ``(B,T,Dq)``, projected keys ``(B,S,Dk)`` -> unnormalised scores ``(B,T,S)``."""
         if self.score == "additive":
-            hidden = torch.tanh(self.query_proj(query)[:, :, None, :] + keys[:, None, :, :])  # (B,T,S,A)
+            hidden = tanh(self.query_proj(query)[:, :, None, :] + keys[:, None, :, :])  # (B,T,S,A)
             return self.v(hidden).squeeze(-1)
         if self.score == "location":
             e = self.location(query)  # (B,T,max_src_len)
@@ -138,7 +139,7 @@ class RNNAttention(Attention):
                     raise ValueError("local_m attention needs the target positions of the queries")
                 centre = torch.minimum(positions.to(e.dtype)[None, :], lengths[:, None] - 1)  # (B,T)
             else:
-                gate = torch.sigmoid(self.pos_v(torch.tanh(self.pos_proj(query)))).squeeze(-1)  # (B,T)
+                gate = torch.sigmoid(self.pos_v(tanh(self.pos_proj(query)))).squeeze(-1)  # (B,T)
                 centre = lengths[:, None] * gate
             dist = torch.arange(src_len, device=e.device, dtype=e.dtype)[None, None, :] - centre[..., None]
             allowed = allowed & (dist.abs() <= self.window_size)
