@@ -16,10 +16,14 @@ import torch
 from torch import Tensor
 
 
+def _tanh_via_sigmoid(x: Tensor) -> Tensor:
+    return torch.mul(x, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
 class _Tanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        y = torch.mul(x, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        y = _tanh_via_sigmoid(x)
         ctx.save_for_backward(y)
         return y
 
@@ -38,5 +42,5 @@ def tanh(x: Tensor) -> Tensor:
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return torch.tanh(x)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return torch.mul(x, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        return _tanh_via_sigmoid(x)
     return _Tanh.apply(x)
