@@ -84,6 +84,31 @@ def test_fast_and_explicit_attention_agree():
     assert torch.all(w.triu(1) == 0)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_short_training_attention_matches_the_fused_kernel(monkeypatch, causal):
+    """In training on a CPU short key sets take the explicit path; values and gradients equal the fused kernel's."""
+    import nmt.models.attention as attention
+    torch.manual_seed(2)
+    mha = MultiHeadAttention(32, 4).train()
+    x = torch.randn(3, 6, 32, requires_grad=True)
+    mask = None if causal else torch.ones(3, 6, dtype=torch.bool).index_fill_(1, torch.tensor([4, 5]), False)
+    grad_out = torch.randn(3, 6, 32)
+    results = []
+    real = attention.scaled_dot_product
+    for max_keys in (0, attention.CPU_EXPLICIT_MAX_KEYS):
+        monkeypatch.setattr(attention, "CPU_EXPLICIT_MAX_KEYS", max_keys)
+        calls = []
+        monkeypatch.setattr(attention, "scaled_dot_product", lambda *a, **k: calls.append(1) or real(*a, **k))
+        mha.zero_grad()
+        x.grad = None
+        out, weights = mha(x, x, x, mask, need_weights=False, causal=causal)
+        out.backward(grad_out)
+        assert weights is None and len(calls) == (0 if max_keys == 0 else 1)
+        results.append((out.detach(), x.grad.clone(), mha.q_proj.weight.grad.clone(), mha.kv_proj.weight.grad.clone()))
+    for fused, explicit in zip(*results):
+        torch.testing.assert_close(explicit, fused, rtol=1e-4, atol=1e-5)
+
+
 def test_tied_and_shared_embeddings():
     tied = _model()
     untied = _model(tie_output=False, share_embeddings=False)
