@@ -4,7 +4,8 @@ Every module projects its keys/values once per source sentence with :meth:`Atten
 (the result is carried in the decoder state) and then scores queries against that memory with
 :meth:`Attention.attend`. Weights are always available as ``(B, H, T, S)`` (H = 1 for the
 single-head RNN attentions), so alignments are never a special case; layers that do not need
-them take the fused ``scaled_dot_product_attention`` path.
+them take the fused ``scaled_dot_product_attention`` path (except short key sets in training on
+a CPU, where the explicit path is faster: ``CPU_EXPLICIT_MAX_KEYS``).
 """
 from __future__ import annotations
 
