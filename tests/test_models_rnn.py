@@ -208,3 +208,44 @@ def test_additive_scores_and_gradients_follow_bahdanau_eq6(score):
     for g, w in zip(torch.autograd.grad((got * probe).sum(), inputs),
                     torch.autograd.grad((want * probe).sum(), inputs)):
         torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("style,score,window", [("luong", "general", "global"), ("luong", "dot", "local_p"),
+                                                ("luong", "cosine", "global"), ("bahdanau", "additive", "global"),
+                                                ("luong", "location", "local_m")])
+def test_step_memory_gradients_equal_per_step_autograd(style, score, window, monkeypatch):
+    """Training sums the attention memory's gradient over the decoder steps in one matmul
+    (nmt.models.step_memory); every parameter's gradient equals plain per-step autograd."""
+    import nmt.models.rnn as rnn_module
+
+    class PerStep:  # the plain bmm calls, no tape
+        def wrap(self, keys, values):
+            return keys, values
+
+        def scores(self, query, keys):
+            return torch.bmm(query, keys.transpose(1, 2))
+
+        def context(self, weights, values):
+            return torch.bmm(weights, values)
+
+    torch.manual_seed(5)
+    model = rnn_model(style, score, window).double().train()
+    b = _batch()
+    calls = []
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        enc = model.encode(b.src_tokens, b.src_lengths, b.src_mask)
+        out, _ = model.decoder(b.tgt_in, model.init_state(enc))
+        torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), b.tgt_out.flatten()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    real = rnn_module.StepMemory
+    monkeypatch.setattr(rnn_module, "StepMemory", lambda: calls.append(1) or real())
+    deferred = grads()
+    assert calls, "training should wrap the memory"
+    monkeypatch.setattr(rnn_module, "StepMemory", PerStep)
+    plain = grads()
+    assert deferred.keys() == plain.keys()
+    for name in plain:
+        torch.testing.assert_close(deferred[name], plain[name], msg=name)

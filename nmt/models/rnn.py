@@ -21,6 +21,7 @@ from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 from nmt.models.rnn_attention import RNNAttention
+from nmt.models.step_memory import StepMemory
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
 STYLES = RNN_STYLES
@@ -128,6 +129,10 @@ class RNNDecoder(Decoder):
         feed = cache.get("feed")
         memory, mask = Memory(cache["keys"][:, 0], cache["values"][:, 0]), cache["src_mask"]  # (B,S,.)
         steps = tgt_in.size(1)
+        tape = None
+        if steps > 1 and torch.is_grad_enabled() and (memory.keys.requires_grad or memory.values.requires_grad):
+            tape = StepMemory()  # the memory's gradient as one matmul over the steps, not one per step
+            memory = Memory(*tape.wrap(*memory))
         positions = (torch.arange(state.step, state.step + steps, device=tgt_in.device)
                      if self.attention.window == "local_m" else None)
         states, contexts, feeds, weights, centres = [], [], [], [], []
@@ -141,13 +146,13 @@ class RNNDecoder(Decoder):
         for t in range(steps):
             pos = None if positions is None else positions[t:t + 1]
             if self.style == "bahdanau":
-                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from s_{t-1}
+                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos, tape)  # from s_{t-1}
                 ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
                 self._cell(torch.addmm(gates_y[t], ctx, w_rest.t()), hidden, cells)
             else:
                 gates = torch.addmm(gates_y[t], feed, w_rest.t()) if self.input_feeding else gates_y[t]
                 self._cell(gates, hidden, cells)
-                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos)  # from h_t
+                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos, tape)  # from h_t
                 ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
                 if self.input_feeding:
                     feed = tanh(self.readout(torch.cat([ctx, hidden[-1]], -1)))  # h~_t (eq. 5)

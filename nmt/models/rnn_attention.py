@@ -17,6 +17,7 @@ from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by n
 from nmt.config import ATTENTION_WINDOWS as WINDOWS
 from nmt.models.activations import tanh
 from nmt.models.attention import Attention, Memory
+from nmt.models.step_memory import StepMemory
 
 
 class AttentionResult(NamedTuple):
@@ -93,8 +94,13 @@ class RNNAttention(Attention):
             keys = F.normalize(keys, dim=-1)
         return Memory(keys[:, None], values[:, None])
 
-    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
-        """query ``(B,T,Dq)``, projected keys ``(B,S,Dk)`` -> unnormalised scores ``(B,T,S)``."""
+    def scores(self, query: Tensor, keys: Tensor, tape: Optional[StepMemory] = None) -> Tensor:
+        """query ``(B,T,Dq)``, projected keys ``(B,S,Dk)`` -> unnormalised scores ``(B,T,S)``.
+
+        ``tape``: the decoder's :class:`~nmt.models.step_memory.StepMemory` when the keys were
+        wrapped by it (training); the query-key products then defer the keys' gradient to it.
+        """
+        products = (lambda q, k: torch.bmm(q, k.transpose(1, 2))) if tape is None else tape.scores
         if self.score == "additive":
             hidden = tanh(self.query_proj(query)[:, :, None, :] + keys[:, None, :, :])  # (B,T,S,A)
             return self.v(hidden).squeeze(-1)
@@ -105,12 +111,12 @@ class RNNAttention(Attention):
                 return e[:, :, :s]
             return F.pad(e, (0, s - self.max_src_len), value=float("-inf"))
         if self.score == "cosine":
-            return self.cosine_scale * torch.bmm(F.normalize(query, dim=-1), keys.transpose(1, 2))
-        e = torch.bmm(query, keys.transpose(1, 2))  # dot, general (keys = W_a h̄), scaled_dot
+            return self.cosine_scale * products(F.normalize(query, dim=-1), keys)
+        e = products(query, keys)  # dot, general (keys = W_a h̄), scaled_dot
         return e / math.sqrt(query.size(-1)) if self.score == "scaled_dot" else e
 
     def attend_full(self, query: Tensor, memory: Memory, mask: Optional[Tensor] = None,
-                    positions: Optional[Tensor] = None) -> AttentionResult:
+                    positions: Optional[Tensor] = None, tape: Optional[StepMemory] = None) -> AttentionResult:
         """Attend and also return the window centres p_t.
 
         Args:
@@ -120,6 +126,9 @@ class RNNAttention(Attention):
                 once, so the backward pass does not build a full-size gradient per step.
             mask: ``(B,S)`` bool, True at real source tokens.
             positions: ``(T,)`` long, the target positions t of the queries (needed by local-m).
+            tape: the :class:`~nmt.models.step_memory.StepMemory` that wrapped ``memory`` (a
+                decoder in training, head axis removed): the memory's gradients are then summed
+                over the steps in one matmul instead of one outer product per step.
         Raises:
             ValueError: local-m without ``positions``.
         """
@@ -129,7 +138,7 @@ class RNNAttention(Attention):
         bsz, src_len = keys.shape[:2]
         if mask is None:
             mask = torch.ones(bsz, src_len, dtype=torch.bool, device=keys.device)
-        e = self.scores(query, keys)
+        e = self.scores(query, keys, tape)
         allowed = mask[:, None, :].expand_as(e)
         centre = None
         if self.window != "global":
@@ -147,7 +156,8 @@ class RNNAttention(Attention):
                 sigma = self.window_size / 2.0
                 e = e - dist.pow(2) / (2 * sigma ** 2)
         weights = torch.softmax(e.masked_fill(~allowed, float("-inf")), dim=-1)  # (B,T,S)
-        return AttentionResult(torch.bmm(weights, values), weights[:, None], centre)
+        context = torch.bmm(weights, values) if tape is None else tape.context(weights, values)
+        return AttentionResult(context, weights[:, None], centre)
 
     def attend(self, query: Tensor, memory: Memory, mask: Optional[Tensor] = None, need_weights: bool = True,
                causal: bool = False, positions: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
