@@ -210,6 +210,44 @@ def test_additive_scores_and_gradients_follow_bahdanau_eq6(score):
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoder_equals_a_packed_bidirectional_rnn(rnn_type, layers):
+    """The encoder's two unidirectional passes (the backward one over each sentence reversed
+    within its length) give the annotations and gradients of the packed bidirectional
+    ``nn.GRU``/``nn.LSTM`` whose parameters it uses."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(4)
+    model = rnn_model(rnn_type=rnn_type, layers=layers).eval()
+    enc = model.encoder
+    b = Batch.collate([[5, 6, 7, 8, 9, 10, 11, 12], [9, 10], [13, 14, 15, 16, 17]])
+    x = enc.embed(b.src_tokens).detach().requires_grad_()
+    probe = torch.randn(3, b.src_tokens.size(1), 2 * enc.hidden_size)
+
+    enc.embed.forward = lambda tokens: x  # feed the same leaf to both implementations
+    got = enc(b.src_tokens, b.src_lengths, b.src_mask).encoder_out
+    got_grads = torch.autograd.grad((got * probe).sum(), [x, *enc.rnn.parameters()])
+
+    packed = pack_padded_sequence(x, b.src_lengths, batch_first=True, enforce_sorted=False)
+    want, _ = pad_packed_sequence(enc.rnn(packed)[0], batch_first=True, total_length=b.src_tokens.size(1))
+    want_grads = torch.autograd.grad((want * probe).sum(), [x, *enc.rnn.parameters()])
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w)
+
+
+def test_reverse_within_lengths_is_an_involution_and_keeps_padding():
+    from nmt.models.rnn import reverse_within_lengths
+
+    x = torch.arange(3 * 4, dtype=torch.float).view(3, 4, 1).requires_grad_()
+    y = reverse_within_lengths(x, torch.tensor([4, 2, 1]))
+    assert y[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 6, 7], [8, 9, 10, 11]]
+    torch.testing.assert_close(reverse_within_lengths(y, torch.tensor([4, 2, 1])), x)
+    (grad,) = torch.autograd.grad((y * torch.arange(12.0).view(3, 4, 1)).sum(), x)
+    assert grad[..., 0].tolist() == [[3, 2, 1, 0], [5, 4, 6, 7], [8, 9, 10, 11]]
+
+
 @pytest.mark.parametrize("style,score,window", [("luong", "general", "global"), ("luong", "dot", "local_p"),
                                                 ("luong", "cosine", "global"), ("bahdanau", "additive", "global"),
                                                 ("luong", "location", "local_m")])

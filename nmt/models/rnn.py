@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.models.attention import Memory
 from nmt.config import RNN_STYLES
@@ -33,13 +32,49 @@ def _rnn_class(rnn_type: str) -> type[nn.RNNBase]:
     return RNN_TYPES[rnn_type]
 
 
+class _ReverseWithin(torch.autograd.Function):
+    """Reverse each sentence's real positions, padding left in place: x ``(B*S, D)`` rows picked
+    by ``index`` ``(B*S,)``. The permutation is its own inverse, so the backward pass applies it
+    to the gradient (``index_select``'s own backward would zero-fill and scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """x ``(B,S,D)``, lengths ``(B,)`` -> y with y[b, s] = x[b, L_b - 1 - s] for s < L_b and
+    y[b, s] = x[b, s] at padding. Applying it twice gives x back."""
+    bsz, src_len, dim = x.shape
+    pos = torch.arange(src_len, device=x.device)[None, :]
+    lengths = lengths.to(x.device)[:, None]
+    within = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B,S)
+    index = (within + torch.arange(bsz, device=x.device)[:, None] * src_len).reshape(-1)
+    return _ReverseWithin.apply(x.reshape(bsz * src_len, dim), index).view(bsz, src_len, dim)
+
+
 class RNNEncoder(Encoder):
-    """Bidirectional GRU/LSTM over packed sequences (padding never enters a state).
+    """Bidirectional GRU/LSTM in which padding never enters a state.
 
     Annotations h_j = [h→_j; h←_j] (Bahdanau et al. 2015 §3.2): src_tokens ``(B,S)`` ->
     encoder_out ``(B,S,2h)`` (zeros at padding); ``extra['backward_first']`` ``(B,h)`` is the
     top backward RNN's state at the first source token (its final state), used to
     initialise the decoder.
+
+    Each layer runs its two directions as two unidirectional RNNs over the padded batch: the
+    forward one reads the sentences as they are (padding comes after every real token), the
+    backward one reads each sentence reversed within its length (:func:`reverse_within_lengths`,
+    so again the padding comes last), and its output is reversed back. Real positions get exactly
+    the states of a packed bidirectional RNN; on a CPU this is faster than packing (2 Zen 4
+    cores, batch 256, ~16 tokens: forward and backward in ~140 ms instead of ~155-175 ms) because
+    every step is one matmul over the whole batch. The parameters are those of the
+    bidirectional ``nn.GRU``/``nn.LSTM`` (``self.rnn``), so checkpoints are unchanged.
     """
 
     def __init__(self, embed: TokenEmbedding, rnn_type: str, hidden_size: int, num_layers: int,
@@ -56,12 +91,25 @@ class RNNEncoder(Encoder):
         """src_tokens ``(B,S)`` -> annotations ``(B,S,2·H/2)``; ``need_weights`` is accepted for the
         encoder contract and ignored (a recurrent encoder has no self-attention)."""
         x = apply_dropout(self.embed(src_tokens), self.dropout, self.training)
-        packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src_tokens.size(1))
+        for layer in range(self.rnn.num_layers):
+            if layer > 0:
+                x = apply_dropout(x, self.dropout, self.training)  # between layers, as nn.GRU applies it
+            forward_out = self._direction(x, layer, "")
+            backward_out = reverse_within_lengths(
+                self._direction(reverse_within_lengths(x, src_lengths), layer, "_reverse"), src_lengths)
+            x = torch.cat([forward_out, backward_out], dim=-1)
+        out = x.masked_fill(~src_mask[:, :, None], 0.0)  # (B,S,2h); padding states are not annotations
         backward_first = out[:, 0, self.hidden_size :]
         out = apply_dropout(out, self.dropout, self.training)
         return EncoderOutput(out, src_mask, src_lengths, {"backward_first": backward_first})
+
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        """One direction of one layer over ``x`` ``(B,S,D)`` from a zero state -> ``(B,S,h)``."""
+        params = [getattr(self.rnn, f"{kind}_l{layer}{suffix}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = x.new_zeros(1, x.size(0), self.hidden_size)
+        if isinstance(self.rnn, nn.LSTM):
+            return torch.lstm(x, (h0, h0), params, True, 1, 0.0, self.training, False, True)[0]
+        return torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)[0]
 
 
 class RNNDecoder(Decoder):
