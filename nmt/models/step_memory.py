@@ -50,11 +50,11 @@ class StepMemory:
 
     def scores(self, query: Tensor, keys: Tensor) -> Tensor:
         """query ``(B,T,Dk)``, wrapped keys ``(B,S,Dk)`` -> ``query @ keys^T`` ``(B,T,S)``."""
-        return _Scores.apply(query, keys, self)
+        return _StepProduct.apply(query, keys, self.score_factors, True)
 
     def context(self, weights: Tensor, values: Tensor) -> Tensor:
         """weights ``(B,T,S)``, wrapped values ``(B,S,Dv)`` -> ``weights @ values`` ``(B,T,Dv)``."""
-        return _Context.apply(weights, values, self)
+        return _StepProduct.apply(weights, values, self.context_factors, False)
 
 
 def _sum_outer(factors: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -85,33 +85,24 @@ class _Memory(torch.autograd.Function):
         return grad_keys, grad_values, None
 
 
-class _Scores(torch.autograd.Function):
+class _StepProduct(torch.autograd.Function):
+    """One step's product with the wrapped memory: ``x @ M^T`` (scores, x = q_t, M = keys) or
+    ``x @ M`` (context, x = a_t, M = values). Backward returns the gradient of x and records the
+    factors of M's gradient (``g^T x`` or ``x^T g``) on the tape."""
+
     @staticmethod
-    def forward(ctx, query: Tensor, keys: Tensor, tape: StepMemory):
-        ctx.save_for_backward(query, keys)
-        ctx.tape = tape
-        return torch.bmm(query, keys.transpose(1, 2))
+    def forward(ctx, x: Tensor, memory: Tensor, factors: list, transpose: bool):
+        ctx.save_for_backward(x, memory)
+        ctx.factors, ctx.transpose = factors, transpose
+        return torch.bmm(x, memory.transpose(1, 2) if transpose else memory)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        query, keys = ctx.saved_tensors
+        x, memory = ctx.saved_tensors
         if ctx.needs_input_grad[1]:
-            ctx.tape.score_factors.append((grad, query))
-        return torch.bmm(grad, keys) if ctx.needs_input_grad[0] else None, None, None
-
-
-class _Context(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weights: Tensor, values: Tensor, tape: StepMemory):
-        ctx.save_for_backward(weights, values)
-        ctx.tape = tape
-        return torch.bmm(weights, values)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        weights, values = ctx.saved_tensors
-        if ctx.needs_input_grad[1]:
-            ctx.tape.context_factors.append((weights, grad))
-        return torch.bmm(grad, values.transpose(1, 2)) if ctx.needs_input_grad[0] else None, None, None
+            ctx.factors.append((grad, x) if ctx.transpose else (x, grad))
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad, memory if ctx.transpose else memory.transpose(1, 2))
+        return grad_x, None, None, None
