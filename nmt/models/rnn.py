@@ -48,14 +48,21 @@ class _ReverseWithin(torch.autograd.Function):
         return grad.index_select(0, index), None
 
 
-def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
-    """x ``(B,S,D)``, lengths ``(B,)`` -> y with y[b, s] = x[b, L_b - 1 - s] for s < L_b and
-    y[b, s] = x[b, s] at padding. Applying it twice gives x back."""
-    bsz, src_len, dim = x.shape
-    pos = torch.arange(src_len, device=x.device)[None, :]
-    lengths = lengths.to(x.device)[:, None]
+def reversal_index(lengths: Tensor, src_len: int, device: torch.device) -> Tensor:
+    """lengths ``(B,)`` -> flat row index ``(B*S,)`` of :func:`reverse_within_lengths`."""
+    pos = torch.arange(src_len, device=device)[None, :]
+    lengths = lengths.to(device)[:, None]
     within = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B,S)
-    index = (within + torch.arange(bsz, device=x.device)[:, None] * src_len).reshape(-1)
+    return (within + torch.arange(lengths.size(0), device=device)[:, None] * src_len).reshape(-1)
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor, index: Optional[Tensor] = None) -> Tensor:
+    """x ``(B,S,D)``, lengths ``(B,)`` -> y with y[b, s] = x[b, L_b - 1 - s] for s < L_b and
+    y[b, s] = x[b, s] at padding. Applying it twice gives x back. ``index``: the
+    :func:`reversal_index` of ``lengths``, when already computed."""
+    bsz, src_len, dim = x.shape
+    if index is None:
+        index = reversal_index(lengths, src_len, x.device)
     return _ReverseWithin.apply(x.reshape(bsz * src_len, dim), index).view(bsz, src_len, dim)
 
 
@@ -91,12 +98,13 @@ class RNNEncoder(Encoder):
         """src_tokens ``(B,S)`` -> annotations ``(B,S,2·H/2)``; ``need_weights`` is accepted for the
         encoder contract and ignored (a recurrent encoder has no self-attention)."""
         x = apply_dropout(self.embed(src_tokens), self.dropout, self.training)
+        index = reversal_index(src_lengths, src_tokens.size(1), x.device)  # once for every layer, both ways
         for layer in range(self.rnn.num_layers):
             if layer > 0:
                 x = apply_dropout(x, self.dropout, self.training)  # between layers, as nn.GRU applies it
             forward_out = self._direction(x, layer, "")
             backward_out = reverse_within_lengths(
-                self._direction(reverse_within_lengths(x, src_lengths), layer, "_reverse"), src_lengths)
+                self._direction(reverse_within_lengths(x, src_lengths, index), layer, "_reverse"), src_lengths, index)
             x = torch.cat([forward_out, backward_out], dim=-1)
         out = x.masked_fill(~src_mask[:, :, None], 0.0)  # (B,S,2h); padding states are not annotations
         backward_first = out[:, 0, self.hidden_size :]
