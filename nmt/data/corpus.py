@@ -334,11 +334,7 @@ def filter_by_length(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max
     t = np.asarray(tgt_lengths, dtype=np.int64)
     if s.shape != t.shape:
         raise ValueError(f"{name}: {len(s)} source but {len(t)} target lengths")
-    too_long = ((s > max_len) | (t > max_len)) if max_len > 0 else np.zeros(len(s), bool)
-    bad_ratio = np.zeros(len(s), bool)
-    if max_ratio > 0:
-        a, b = np.maximum(s, 1), np.maximum(t, 1)
-        bad_ratio = (np.maximum(a, b) / np.minimum(a, b) > max_ratio) & ~too_long
+    too_long, bad_ratio = _length_violations(s, t, max_len, max_ratio)
     keep = ~(too_long | bad_ratio)
     n, dropped = len(s), int((~keep).sum())
     if dropped:
@@ -355,3 +351,22 @@ def filter_by_length(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max
                         f"({dropped / n:.1%} > data.max_drop_fraction={max_drop_fraction:.1%}); "
                         "check the data or raise data.max_len / data.max_len_ratio")
     return np.flatnonzero(keep).tolist()
+
+
+def passes_length_filters(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
+                          max_ratio: float) -> np.ndarray:
+    """``(N,)`` bool: which pairs pass the filters of :func:`filter_by_length` (same rules),
+    without its report or drop limits (used to check sampled segmentations of kept pairs)."""
+    too_long, bad_ratio = _length_violations(np.asarray(src_lengths, dtype=np.int64),
+                                             np.asarray(tgt_lengths, dtype=np.int64), max_len, max_ratio)
+    return ~(too_long | bad_ratio)
+
+
+def _length_violations(s: np.ndarray, t: np.ndarray, max_len: int, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(too_long, bad_ratio)`` bool masks; a too-long pair is not also counted as a bad ratio."""
+    too_long = ((s > max_len) | (t > max_len)) if max_len > 0 else np.zeros(len(s), bool)
+    bad_ratio = np.zeros(len(s), bool)
+    if max_ratio > 0:
+        a, b = np.maximum(s, 1), np.maximum(t, 1)
+        bad_ratio = (np.maximum(a, b) / np.minimum(a, b) > max_ratio) & ~too_long
+    return too_long, bad_ratio

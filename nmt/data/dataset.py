@@ -7,7 +7,7 @@ BOS/EOS on the target), which is what :meth:`nmt.data.batch.Batch.collate` alloc
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -95,10 +95,17 @@ class BucketingSampler:
     indices), counting each as consumed when it is yielded; when the epoch is exhausted the
     sampler moves to ``epoch + 1``. :meth:`state_dict` / :meth:`load_state_dict` resume at
     the next batch (R8).
+
+    ``epoch_lengths``: when the examples' lengths change from epoch to epoch (subword
+    sampling, :class:`nmt.data.sampling.SubwordSampling`), a function ``epoch -> (src_lengths,
+    tgt_lengths)`` of the same N examples, used in place of the fixed lengths; an epoch's
+    batches are then built from that epoch's lengths.
     """
 
     def __init__(self, src_lengths: Sequence[int], tgt_lengths: Optional[Sequence[int]] = None,
-                 max_tokens: int = 4096, max_sentences: int = 0, shuffle: bool = True, seed: int = 1) -> None:
+                 max_tokens: int = 4096, max_sentences: int = 0, shuffle: bool = True, seed: int = 1,
+                 epoch_lengths: Optional[Callable[[int], tuple[Sequence[int], Optional[Sequence[int]]]]] = None
+                 ) -> None:
         self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
         self.tgt_lengths = None if tgt_lengths is None else np.asarray(tgt_lengths, dtype=np.int64)
         if self.tgt_lengths is not None and self.tgt_lengths.shape != self.src_lengths.shape:
@@ -109,6 +116,22 @@ class BucketingSampler:
         self.shuffle, self.seed = bool(shuffle), int(seed)
         self.epoch, self.batches_consumed = 1, 0
         self._cache: tuple[int, list[list[int]]] | None = None
+        self._epoch_lengths = epoch_lengths
+
+    def lengths(self, epoch: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(src_lengths, tgt_lengths)`` of ``epoch``'s examples, each ``(N,)`` int64.
+
+        Raises:
+            ValueError: ``epoch_lengths`` returned another number of examples.
+        """
+        if self._epoch_lengths is None:
+            return self.src_lengths, self.tgt_lengths
+        src, tgt = self._epoch_lengths(int(epoch))
+        src = np.asarray(src, dtype=np.int64)
+        tgt = None if tgt is None else np.asarray(tgt, dtype=np.int64)
+        if src.shape != self.src_lengths.shape or (tgt is not None and tgt.shape != src.shape):
+            raise ValueError(f"epoch {epoch} has {len(src)} examples, the sampler {len(self.src_lengths)}")
+        return src, tgt
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` at its first batch; a no-op when it is already the current epoch
@@ -124,7 +147,7 @@ class BucketingSampler:
         return self._cache[1]
 
     def _build(self, epoch: int) -> list[list[int]]:
-        src, tgt = self.src_lengths, self.tgt_lengths
+        src, tgt = self.lengths(epoch)
         longest = src if tgt is None else np.maximum(src, tgt)
         keys = [longest, src] + ([] if tgt is None else [tgt])
         rng = np.random.default_rng(self.seed + epoch) if self.shuffle else None
@@ -172,9 +195,11 @@ class BucketingSampler:
         """Padding over all positions of ``epoch``'s batches, source and target together:
         ``sum(B * (max + 1) - sum(len + 1)) / sum(B * (max + 1))`` per side."""
         pad = total = 0
+        epoch = self.epoch if epoch is None else int(epoch)
+        sides = self.lengths(epoch)
         for batch in self.batches(epoch):
             idx = np.asarray(batch)
-            for lengths in (self.src_lengths, self.tgt_lengths):
+            for lengths in sides:
                 if lengths is None:
                     continue
                 width = int(lengths[idx].max()) + 1

@@ -94,6 +94,32 @@ class Tokenizer:
         """Target sentences -> id lists (no BOS/EOS)."""
         return self._tgt.encode(list(texts), out_type=int, num_threads=self.num_threads)
 
+    def encode_sampled(self, texts: Sequence[str], side: str, alpha: float, nbest_size: int,
+                       seed: int) -> list[list[int]]:
+        """Sentences -> one *sampled* segmentation each, as id lists (no BOS/EOS): subword
+        regularisation for training (Kudo 2018).
+
+        A unigram model draws each sentence's segmentation x with probability proportional to
+        ``P(x | X) ** alpha`` among its ``nbest_size`` best segmentations (-1: all of them, by
+        forward-filtering backward-sampling; Kudo 2018 §3.2): a small ``alpha`` samples nearly
+        uniformly, a large one nearly always returns the best segmentation. A BPE model instead
+        drops each merge with probability ``alpha`` (BPE-dropout, Provilkov et al. 2020).
+
+        Reproducible: sentencepiece's generator is seeded with ``seed`` for this call and the
+        sentences are encoded by one thread in order, so equal arguments give equal ids.
+
+        Args:
+            side: ``"src"`` or ``"tgt"`` (which model, when they are separate).
+        Raises:
+            ValueError: an unknown ``side``.
+        """
+        if side not in ("src", "tgt"):
+            raise ValueError(f"side must be 'src' or 'tgt', got {side!r}")
+        spm.set_random_generator_seed(int(seed) % 2 ** 32)
+        processor = self._src if side == "src" else self._tgt
+        return processor.encode(list(texts), out_type=int, enable_sampling=True, alpha=float(alpha),
+                                nbest_size=int(nbest_size), num_threads=1)
+
     def decode_tgt(self, ids: Iterable[Sequence[int]]) -> list[str]:
         """Target id lists -> detokenised sentences.
 

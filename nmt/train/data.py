@@ -20,6 +20,7 @@ from typing import Optional
 from nmt.config import DataConfig
 from nmt.data.corpus import DataError, ParallelText, filter_by_length, load_split, resolve_data_dir
 from nmt.data.dataset import UNK_WARN_RATE, TokenizedDataset
+from nmt.data.sampling import SubwordSampling
 from nmt.data.streaming import StreamingBatches
 from nmt.data.tokenizer import Tokenizer, train_tokenizer
 
@@ -44,6 +45,9 @@ class PreparedData:
             (``load_state_dict`` on resume). It has no ``len()`` (TypeError): the progress bar and
             the "skip the last partial update of an epoch" rule need another form; the largest
             batch for the memory preflight is not known in advance either.
+        train_sampling: with ``data.tokenizer.enable_sampling=true``, each epoch's sampled
+            segmentation of the same pairs as ``train`` (which keeps the best one); the trainer
+            batches ``train_sampling.dataset(epoch)`` instead of ``train``.
     """
 
     tokenizer: Tokenizer
@@ -51,6 +55,7 @@ class PreparedData:
     valid: ParallelText
     test: ParallelText | None
     train_stream: Optional[StreamingBatches] = None
+    train_sampling: Optional[SubwordSampling] = None
 
 
 def tokenizer_cache_dir(cfg: DataConfig) -> Path:
@@ -104,7 +109,12 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
                             line_numbers=train.line_numbers)
     if len(keep) < len(dataset):
         dataset = dataset.subset(keep)
-    return PreparedData(tokenizer, dataset, valid, test)
+    sampling = None
+    if cfg.tokenizer.enable_sampling:
+        tk = cfg.tokenizer
+        sampling = SubwordSampling(tokenizer, [train.src[i] for i in keep], [train.tgt[i] for i in keep], dataset,
+                                   tk.alpha, tk.nbest_size, seed, cfg.max_len, cfg.max_len_ratio)
+    return PreparedData(tokenizer, dataset, valid, test, train_sampling=sampling)
 
 
 def report_unk(dataset: TokenizedDataset, name: str) -> None:

@@ -129,7 +129,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
         # a streamed corpus (data.streaming=true), which yields whole batches and has no length
         self.stream = data.train_stream
         self.sampler = self.stream if self.stream is not None else BucketingSampler(
-            data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens, shuffle=True, seed=tc.seed)
+            data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens, shuffle=True, seed=tc.seed,
+            epoch_lengths=None if data.train_sampling is None else self._epoch_lengths)
         self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
         self.progress = Progress()
         self.num_params = count_parameters(self.model)
@@ -186,7 +187,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         batches = self.sampler.batches()
         if not batches:
             return
-        ds = self.data.train
+        ds = self._train_ids(self.sampler.epoch)
         largest = max(batches, key=lambda b: len(b) * (max(ds.src_lengths[i] for i in b) +
                                                       max(ds.tgt_lengths[i] for i in b)))
         batch = make_batch(ds, largest).to(self.device)
@@ -341,13 +342,14 @@ class Trainer(CheckpointMixin, ValidationMixin):
             positioned = ((self.stream.batches_consumed - 1, b) for b in items)
         else:
             usable = len(self.sampler) - len(self.sampler) % uf
+            ids = self._train_ids(self.sampler.epoch)
             positioned = ((self.sampler.batches_consumed - 1, idx) for idx in self.sampler)
         pending: list[Batch] = []
         for position, item in positioned:
             if usable is not None and position >= usable:
                 continue
             if mine(position):
-                batch = (item if self.stream is not None else make_batch(self.data.train, item)).to(self.device)
+                batch = (item if self.stream is not None else make_batch(ids, item)).to(self.device)
                 if not dist.enabled:
                     yield batch
                     continue
@@ -355,6 +357,17 @@ class Trainer(CheckpointMixin, ValidationMixin):
             if dist.enabled and position % uf == uf - 1:
                 yield from pending
                 pending = []
+
+    def _train_ids(self, epoch: int) -> TokenizedDataset:
+        """The training ids of ``epoch``: fixed, or that epoch's sampled segmentation
+        (``data.tokenizer.enable_sampling``)."""
+        sampling = self.data.train_sampling
+        return self.data.train if sampling is None else sampling.dataset(epoch)
+
+    def _epoch_lengths(self, epoch: int) -> tuple:
+        """``(src_lengths, tgt_lengths)`` of ``epoch``'s training ids (the bucketing sampler's input)."""
+        ids = self._train_ids(epoch)
+        return ids.src_lengths, ids.tgt_lengths
 
     def _update(self, group: list[Batch]) -> dict:
         """One optimizer update over ``group`` (gradient accumulation); the loss is normalised by
