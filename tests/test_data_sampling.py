@@ -1,6 +1,7 @@
-"""Subword regularisation (Kudo 2018; BPE-dropout): a sampled segmentation per epoch that is
-lossless, varied, reproducible and inside the length filters; the bucketing sampler follows
-each epoch's lengths; the config rejects bad options; a sampled run resumes bit for bit."""
+"""Subword regularisation (Kudo 2018, l-best sampling): a sampled segmentation per epoch that
+is lossless, varied, distributed as P(x)^alpha, reproducible across processes and inside the
+length filters; the bucketing sampler follows each epoch's lengths; the config rejects bad
+options; a sampled run resumes bit for bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def unigram(tmp_path_factory):
                            tmp_path_factory.mktemp("spm"))
 
 
-def _sampling(tok, alpha=0.2, seed=1, max_len=250, max_ratio=0.0, nbest_size=-1):
+def _sampling(tok, alpha=0.2, seed=1, max_len=250, max_ratio=0.0, nbest_size=16):
     best = TokenizedDataset.from_text(tok, SRC, TGT)
     return SubwordSampling(tok, SRC, TGT, best, alpha, nbest_size, seed, max_len, max_ratio)
 
@@ -47,6 +48,41 @@ def test_sampled_segmentations_are_lossless_varied_and_reproducible(unigram):
     assert sum(_same(_sampling(unigram, alpha=5.0).dataset(1), best)) > 0.9 * len(best)
 
 
+def test_the_draw_follows_p_to_the_alpha_over_the_l_best(unigram):
+    """Kudo 2018 §3.2: candidate x_j of the l best is drawn with P(x_j)^a / sum_k P(x_k)^a."""
+    import math
+
+    sentence, alpha, l, draws = SRC[7], 0.5, 4, 4000
+    cands = unigram.nbest_encode([sentence], "src", l)[0]
+    assert len(cands) == l and cands[0] == unigram.encode_src([sentence])[0]  # best first
+    scores = unigram.piece_log_probs("src")
+    weights = [math.exp(alpha * sum(scores[i] for i in c)) for c in cands]
+    want = [w / sum(weights) for w in weights]
+    tokens = TokenizedDataset.from_text(unigram, [sentence] * draws, [sentence] * draws)
+    got = SubwordSampling(unigram, [sentence] * draws, [sentence] * draws, tokens, alpha, l, 5, 250, 0.0).dataset(1)
+    freq = [sum(list(x) == c for x in got.src) / draws for c in cands]
+    assert sum(freq) == 1.0
+    for f, w in zip(freq, want):
+        assert abs(f - w) < 4 * math.sqrt(w * (1 - w) / draws) + 1e-9, (freq, want)
+
+
+def test_the_same_seed_gives_the_same_segmentation_in_a_new_process(unigram, tmp_path):
+    """sentencepiece's own sampler is seeded per process; ours must not be (exact resume, R27)."""
+    import json
+    import subprocess
+    import sys
+
+    unigram.save(tmp_path)
+    code = ("import json, sys; sys.path.insert(0, 'tests'); from test_data_sampling import _sampling; "
+            "from nmt.data.tokenizer import Tokenizer; "
+            f"d = _sampling(Tokenizer.load({str(tmp_path)!r})).dataset(2); "
+            "print(json.dumps([a.tolist() for a in d.src + d.tgt]))")
+    here = _sampling(unigram).dataset(2)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert json.loads(out.stdout) == [a.tolist() for a in here.src + here.tgt]
+
+
 def test_a_sampled_pair_outside_the_length_filters_keeps_its_best_segmentation(unigram):
     free = _sampling(unigram, alpha=0.1).dataset(3)
     best = _sampling(unigram).best
@@ -62,14 +98,14 @@ def test_a_sampled_pair_outside_the_length_filters_keeps_its_best_segmentation(u
     assert same_as_free[~over].all()  # every other pair kept its sample
 
 
-def test_bpe_dropout(tmp_path):
-    tok = train_tokenizer(SRC, TGT, TokenizerConfig(model_type="bpe", vocab_size=200, byte_fallback=False), tmp_path)
-    sampling = _sampling(tok, alpha=0.1)
-    sampled = sampling.dataset(1)
-    assert tok.decode_tgt(sampled.tgt) == TGT
-    assert 0 < sum(_same(sampled, sampling.best)) < 0.9 * len(SRC)
+def test_bad_arguments_are_refused(unigram):
+    best = TokenizedDataset.from_text(unigram, SRC, TGT)
+    with pytest.raises(ValueError, match="nbest_size must be >= 2"):
+        SubwordSampling(unigram, SRC, TGT, best, 0.5, 1, 1, 250, 0.0)
+    with pytest.raises(ValueError, match="target sentences"):
+        SubwordSampling(unigram, SRC[:-1], TGT, best, 0.5, 4, 1, 250, 0.0)
     with pytest.raises(ValueError, match="side"):
-        tok.encode_sampled(SRC[:1], "both", 0.1, -1, 1)
+        unigram.nbest_encode(SRC[:1], "both", 4)
 
 
 def test_the_bucketing_sampler_builds_each_epoch_from_that_epochs_lengths():
@@ -96,8 +132,8 @@ def test_the_bucketing_sampler_builds_each_epoch_from_that_epochs_lengths():
 @pytest.mark.parametrize("options, message", [
     ({"alpha": 0.0}, "exponent must be > 0"),
     ({"nbest_size": 1}, "nbest_size=1"),
-    ({"nbest_size": 0}, "nbest_size=0"),
-    ({"model_type": "bpe", "alpha": 1.0}, "merge dropout"),
+    ({"nbest_size": -1}, "nbest_size=-1"),
+    ({"model_type": "bpe"}, "use unigram"),
 ])
 def test_bad_sampling_options_are_refused(options, message):
     from nmt.config import Config

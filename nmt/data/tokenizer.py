@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
@@ -94,31 +95,33 @@ class Tokenizer:
         """Target sentences -> id lists (no BOS/EOS)."""
         return self._tgt.encode(list(texts), out_type=int, num_threads=self.num_threads)
 
-    def encode_sampled(self, texts: Sequence[str], side: str, alpha: float, nbest_size: int,
-                       seed: int) -> list[list[int]]:
-        """Sentences -> one *sampled* segmentation each, as id lists (no BOS/EOS): subword
-        regularisation for training (Kudo 2018).
-
-        A unigram model draws each sentence's segmentation x with probability proportional to
-        ``P(x | X) ** alpha`` among its ``nbest_size`` best segmentations (-1: all of them, by
-        forward-filtering backward-sampling; Kudo 2018 §3.2): a small ``alpha`` samples nearly
-        uniformly, a large one nearly always returns the best segmentation. A BPE model instead
-        drops each merge with probability ``alpha`` (BPE-dropout, Provilkov et al. 2020).
-
-        Reproducible: sentencepiece's generator is seeded with ``seed`` for this call and the
-        sentences are encoded by one thread in order, so equal arguments give equal ids.
+    def nbest_encode(self, texts: Sequence[str], side: str, nbest_size: int) -> list[list[list[int]]]:
+        """Sentences -> their ``nbest_size`` best segmentations each, best first, as id lists (no
+        BOS/EOS); a sentence with fewer segmentations gets them all. Deterministic (no sampling).
 
         Args:
             side: ``"src"`` or ``"tgt"`` (which model, when they are separate).
+        Raises:
+            ValueError: an unknown ``side`` or ``nbest_size < 1``.
+        """
+        if side not in ("src", "tgt"):
+            raise ValueError(f"side must be 'src' or 'tgt', got {side!r}")
+        if nbest_size < 1:
+            raise ValueError(f"nbest_size must be >= 1, got {nbest_size}")
+        processor = self._src if side == "src" else self._tgt
+        return processor.nbest_encode(list(texts), nbest_size=int(nbest_size), out_type=int)
+
+    def piece_log_probs(self, side: str) -> np.ndarray:
+        """``(V,)`` float64: each piece's score in the model, the unigram log probability
+        log p(piece) of Kudo 2018 eq. 1 for a unigram model (for BPE, the merge order instead).
+
         Raises:
             ValueError: an unknown ``side``.
         """
         if side not in ("src", "tgt"):
             raise ValueError(f"side must be 'src' or 'tgt', got {side!r}")
-        spm.set_random_generator_seed(int(seed) % 2 ** 32)
         processor = self._src if side == "src" else self._tgt
-        return processor.encode(list(texts), out_type=int, enable_sampling=True, alpha=float(alpha),
-                                nbest_size=int(nbest_size), num_threads=1)
+        return np.array([processor.get_score(i) for i in range(processor.get_piece_size())], dtype=np.float64)
 
     def decode_tgt(self, ids: Iterable[Sequence[int]]) -> list[str]:
         """Target id lists -> detokenised sentences.
