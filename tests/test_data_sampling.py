@@ -4,6 +4,8 @@ length filters; the bucketing sampler follows each epoch's lengths; the config r
 options; a sampled run resumes bit for bit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,7 @@ def test_the_same_seed_gives_the_same_segmentation_in_a_new_process(unigram, tmp
             "print(json.dumps([a.tolist() for a in d.src + d.tgt]))")
     here = _sampling(unigram).dataset(2)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+                         cwd=str(Path(__file__).resolve().parents[1]))
     assert json.loads(out.stdout) == [a.tolist() for a in here.src + here.tgt]
 
 

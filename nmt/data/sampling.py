@@ -19,6 +19,7 @@ one.
 from __future__ import annotations
 
 import logging
+from itertools import chain
 from typing import Optional, Sequence
 
 import numpy as np
@@ -42,21 +43,24 @@ class _NBest:
     """
 
     def __init__(self, tokenizer, texts: Sequence[str], side: str, nbest_size: int) -> None:
-        scores = tokenizer.piece_log_probs(side)
-        ids, lengths, counts, log_probs = [], [], [], np.full((len(texts), nbest_size), -np.inf)
+        flat: list[int] = []
+        lengths: list[int] = []
+        counts: list[int] = []
         for start in range(0, len(texts), _CHUNK):
-            for i, cands in enumerate(tokenizer.nbest_encode(texts[start:start + _CHUNK], side, nbest_size),
-                                      start):
+            for cands in tokenizer.nbest_encode(texts[start:start + _CHUNK], side, nbest_size):
                 counts.append(len(cands))
-                for j, cand in enumerate(cands):
-                    arr = np.asarray(cand, dtype=np.int32)
-                    ids.append(arr)
-                    lengths.append(len(arr))
-                    log_probs[i, j] = scores[arr].sum()
-        self.ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+                lengths.extend(map(len, cands))
+                flat.extend(chain.from_iterable(cands))
+        self.ids = np.array(flat, dtype=np.int32)
         self.bounds = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        self.first = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)[:-1]]) if counts else np.zeros(0, np.int64)
-        self.log_probs = log_probs
+        counts_arr = np.asarray(counts, dtype=np.int64)
+        self.first = np.concatenate([[0], np.cumsum(counts_arr)[:-1]]).astype(np.int64)
+        # log P(x) = sum of its pieces' log probabilities, from a running sum (empty candidates: 0)
+        running = np.concatenate([[0.0], np.cumsum(tokenizer.piece_log_probs(side)[self.ids])])
+        scores = running[self.bounds[1:]] - running[self.bounds[:-1]]
+        self.log_probs = np.full((len(counts), nbest_size), -np.inf)
+        rank = np.arange(len(scores)) - np.repeat(self.first, counts_arr)
+        self.log_probs[np.repeat(np.arange(len(counts)), counts_arr), rank] = scores
 
     def sample(self, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
         """One candidate per sentence, drawn with probability ∝ P(x) ** alpha (Gumbel-max)."""
