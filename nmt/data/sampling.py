@@ -85,7 +85,7 @@ class SubwordSampling:
         alpha: the smoothing exponent: a small one draws the l candidates nearly uniformly, a
             large one nearly always the best.
         nbest_size: l, the candidates per sentence. Memory is N x l x (mean length) int32 per
-            side: Multi30k (29k pairs) with l = 16 holds about 60 MB.
+            side: Multi30k (29k pairs) with l = 16 holds about 70 MB for both sides.
         seed: the run seed.
         max_len, max_ratio: the training length filters (``data.max_len``,
             ``data.max_len_ratio``). A pair whose sampled segmentation fails them keeps its best

@@ -104,11 +104,9 @@ class Tokenizer:
         Raises:
             ValueError: an unknown ``side`` or ``nbest_size < 1``.
         """
-        if side not in ("src", "tgt"):
-            raise ValueError(f"side must be 'src' or 'tgt', got {side!r}")
+        processor = self._processor(side)
         if nbest_size < 1:
             raise ValueError(f"nbest_size must be >= 1, got {nbest_size}")
-        processor = self._src if side == "src" else self._tgt
         return processor.nbest_encode(list(texts), nbest_size=int(nbest_size), out_type=int)
 
     def piece_log_probs(self, side: str) -> np.ndarray:
@@ -118,10 +116,14 @@ class Tokenizer:
         Raises:
             ValueError: an unknown ``side``.
         """
+        processor = self._processor(side)
+        return np.array([processor.get_score(i) for i in range(processor.get_piece_size())], dtype=np.float64)
+
+    def _processor(self, side: str) -> spm.SentencePieceProcessor:
+        """The model of ``side`` (``"src"`` or ``"tgt"``); ValueError for another side."""
         if side not in ("src", "tgt"):
             raise ValueError(f"side must be 'src' or 'tgt', got {side!r}")
-        processor = self._src if side == "src" else self._tgt
-        return np.array([processor.get_score(i) for i in range(processor.get_piece_size())], dtype=np.float64)
+        return self._src if side == "src" else self._tgt
 
     def decode_tgt(self, ids: Iterable[Sequence[int]]) -> list[str]:
         """Target id lists -> detokenised sentences.
