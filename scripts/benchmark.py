@@ -24,6 +24,11 @@ What it reports (every part runs in its own subprocess, so each peak RSS is its 
 * ``speedup_vs_baseline``: median tokens/s divided by ``--baseline`` (the first trainer's
   numbers measured with this script's method on the same machine: ``benchmarks/baseline.json``
   for the reference Intel host, ``benchmarks/baseline-epyc-zen4.json`` for an AMD Zen 4 host).
+  Only computed when this run's overrides equal the baseline entry's ``overrides`` (none unless
+  given): a baseline entry measured on a model the recipe has since changed names the overrides
+  that restore that model (the Transformer: ``model.ffn_dim=1024``, the recipe until 2026-11-25),
+  so ``python scripts/benchmark.py model.ffn_dim=1024`` compares the same computation; without
+  them ``speedup_vs_baseline`` is null and ``speedup_note`` says why.
 * ``translation.<run>``: beam search (``--beam-size``, batched by ``--batch-size``, sentences
   sorted by length) of the first ``--translate-sentences`` of test2016: sentences/s, target
   tokens/s, BLEU; for Transformers also CTranslate2 fp32 and int8 on the same model and
@@ -319,9 +324,15 @@ def main() -> None:
             t["mfu"] = round(t["model_gflops_per_s"] / peak, 3)
             t["mfu_vs_fresh_output_peak"] = round(t["model_gflops_per_s"] / peak_fresh, 3)
             base = baseline.get("training", {}).get(recipe)
-            if base and not args.overrides:
-                t["baseline_tgt_tokens_per_s"] = base["tgt_tokens_per_s"]
-                t["speedup_vs_baseline"] = round(t["tgt_tokens_per_s"] / base["tgt_tokens_per_s"], 3)
+            if base:
+                base_overrides = list(base.get("overrides", []))
+                if sorted(args.overrides) == sorted(base_overrides):
+                    t["baseline_tgt_tokens_per_s"] = base["tgt_tokens_per_s"]
+                    t["speedup_vs_baseline"] = round(t["tgt_tokens_per_s"] / base["tgt_tokens_per_s"], 3)
+                else:
+                    t["speedup_vs_baseline"] = None
+                    t["speedup_note"] = (f"the baseline was measured with overrides {base_overrides}, this run with "
+                                         f"{list(args.overrides)}: not the same computation")
             result["training"][recipe] = t
     if args.ckpt:
         result["translation"] = {}
