@@ -36,7 +36,7 @@ def test_debug_configs_compose(debug):
 
 def test_multi30k_recipe_matches_reference_setup():
     cfg = to_config(_compose(["experiment=multi30k_transformer"]))
-    assert (cfg.model.d_model, cfg.model.ffn_dim, cfg.model.num_heads) == (256, 1024, 4)
+    assert (cfg.model.d_model, cfg.model.ffn_dim, cfg.model.num_heads) == (256, 512, 4)
     assert cfg.data.tokenizer.vocab_size == 8000 and cfg.data.tokenizer.joint
     assert list(cfg.optim.betas) == [0.9, 0.98]
 
