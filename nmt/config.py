@@ -148,7 +148,7 @@ class ModelConfig:
     dropout: float = 0.3
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
-    activation: str = "relu"  # relu | gelu
+    activation: str = "relu"  # relu | gelu | swiglu | geglu (gated: Shazeer 2020; fc1 is (2*ffn_dim, d_model))
     pre_norm: bool = False  # False: post-norm as in Vaswani et al. 2017
     positions: str = "sinusoidal"  # sinusoidal | learned
     max_positions: int = 1024

@@ -81,3 +81,43 @@ def test_birnn_and_bad_model_directories_get_clear_errors(tmp_path):
         build_spec(LoadedModel(model=None, config=cfg, tokenizer=None, meta={}, path=tmp_path))
     with pytest.raises(ExportError, match="not a CTranslate2 model written by nmt-export"):
         CT2Translator(tmp_path)
+
+
+@pytest.mark.parametrize("activation", ["swiglu", "geglu"])
+def test_gated_ffn_exports_to_ctranslate2_ffn_glu_with_the_same_scores(trained_run, tmp_path, activation):
+    """A SwiGLU/GEGLU Transformer (random weights, the trained run's vocabulary) scores forced
+    translations in CTranslate2 (ffn_glu) exactly as our model does, token by token."""
+    import copy
+
+    from nmt.data.batch import Batch
+    from nmt.export.ctranslate2 import build_spec
+    from nmt.models import build_model
+    from nmt.train.checkpoint import LoadedModel, load_model
+
+    run_dir, env, _ = trained_run
+    loaded = load_model(run_dir)
+    cfg = copy.deepcopy(loaded.config)
+    cfg.model.activation = activation
+    tok = loaded.tokenizer
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).eval()
+    with torch.no_grad():
+        for layer in [*model.encoder.layers, *model.decoder.layers]:
+            layer.ffn.fc1.bias.normal_(0.0, 0.5)  # the gate and value biases must land in the right halves
+    spec = build_spec(LoadedModel(model=model, config=cfg, tokenizer=tok, meta={}, path=run_dir))
+    spec.validate()
+    spec.optimize(quantization=None)
+    (tmp_path / "glu").mkdir()
+    spec.save(str(tmp_path / "glu"))
+
+    sentences = _sentences(env, 8)
+    src_ids, tgt_ids = tok.encode_src(sentences), tok.encode_tgt(sentences)  # a sentence is its own "translation"
+    batch = Batch.collate(src_ids, tgt_ids)
+    with torch.no_grad():
+        logits = model(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in).logits
+    ours = torch.log_softmax(logits, -1).gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
+    translator = ct2.Translator(str(tmp_path / "glu"), intra_threads=1)
+    results = translator.score_batch([tok.src_pieces(s) for s in src_ids], [tok.tgt_pieces(t) for t in tgt_ids])
+    for i, result in enumerate(results):
+        n = len(tgt_ids[i]) + 1  # the pieces and </s>
+        torch.testing.assert_close(torch.tensor(result.log_probs), ours[i, :n], rtol=1e-3, atol=1e-3)

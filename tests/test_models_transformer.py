@@ -127,3 +127,35 @@ def test_bad_heads_and_arch_raise():
         build_model(ModelConfig(d_model=30, num_heads=4), 50, 50)
     with pytest.raises(ValueError, match="arch"):
         build_model(ModelConfig(arch="lstm9000"), 50, 50)
+
+
+@pytest.mark.parametrize("activation,act", [("swiglu", torch.nn.functional.silu), ("geglu", torch.nn.functional.gelu)])
+def test_gated_ffn_is_shazeer_2020_and_matches_relu_parameters_at_two_thirds_width(activation, act):
+    from nmt.models.transformer import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(256, 344, activation, 0.0)
+    x = torch.randn(2, 5, 256)
+    w_gate, w_value = ffn.fc1.weight.chunk(2)
+    b_gate, b_value = ffn.fc1.bias.chunk(2)
+    with torch.no_grad():
+        ffn.fc1.bias.normal_()
+        expected = (act(x @ w_gate.T + b_gate) * (x @ w_value.T + b_value)) @ ffn.fc2.weight.T + ffn.fc2.bias
+        torch.testing.assert_close(ffn(x), expected, rtol=1e-5, atol=1e-5)
+    relu = FeedForward(256, 512, "relu", 0.0)
+    n_gated, n_relu = (sum(p.numel() for p in m.parameters()) for m in (ffn, relu))
+    assert abs(n_gated - n_relu) / n_relu < 0.01  # SwiGLU 344 ~ ReLU 512 at d_model 256
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        FeedForward(256, 344, "swish", 0.0)
+
+
+def test_incremental_equals_teacher_forcing_with_a_gated_ffn():
+    model = _model(activation="swiglu")
+    b = _batch()
+    full = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in).logits
+    state = model.init_state(model.encode(b.src_tokens, b.src_lengths, b.src_mask))
+    steps = []
+    for t in range(b.tgt_in.size(1)):
+        out, state = model.decoder(b.tgt_in[:, t : t + 1], state, incremental=True)
+        steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)

@@ -49,7 +49,8 @@ def build_spec(loaded):
         loaded: :class:`nmt.train.checkpoint.LoadedModel`.
     Raises:
         ExportError: for a BiRNN model (CTranslate2 runs Transformers only) or options it
-            cannot express (GELU is supported; learned and sinusoidal positions both are).
+            cannot express (GELU and the gated SwiGLU/GEGLU FFNs are supported; learned and sinusoidal
+            positions both are).
     """
     _import_ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
@@ -60,9 +61,12 @@ def build_spec(loaded):
                           "translate it with nmt-translate (engine=torch)")
     model = loaded.model.eval()
     enc, dec = model.encoder, model.decoder
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}[cfg.activation]
+    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,
+                  "swiglu": common_spec.Activation.SWISH, "geglu": common_spec.Activation.GELU}[cfg.activation]
+    gated = cfg.activation in ("swiglu", "geglu")  # CTranslate2's ffn_glu: act(linear_0 x) * linear_0_noact x
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.encoder_layers, cfg.decoder_layers), cfg.num_heads, pre_norm=cfg.pre_norm, activation=activation,
+        ffn_glu=gated,
         alignment_layer=dec.alignment_layer, alignment_heads=0)  # 0: average of all heads, as nmt-translate
 
     def arr(t):
@@ -92,7 +96,12 @@ def build_spec(loaded):
         side_spec.position_encodings.encodings = arr(side.positions.table)
 
     def ffn(ls, layer):
-        linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
+        if gated:  # fc1 = [gate; value] rows (nmt.models.transformer.FeedForward)
+            (w_gate, w_value), (b_gate, b_value) = layer.ffn.fc1.weight.chunk(2), layer.ffn.fc1.bias.chunk(2)
+            linear(ls.ffn.linear_0, w_gate, b_gate)
+            linear(ls.ffn.linear_0_noact, w_value, b_value)
+        else:
+            linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
         linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
         norm(ls.ffn.layer_norm, layer.ffn_block.norm)
 
