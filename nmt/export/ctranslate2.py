@@ -55,6 +55,8 @@ def build_spec(loaded):
     _import_ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
 
+    from nmt.models.transformer import GATED_ACTIVATIONS
+
     cfg = loaded.config.model
     if cfg.arch != "transformer":
         raise ExportError(f"a {cfg.arch} model is not supported by CTranslate2, which runs Transformer models only; "
@@ -63,7 +65,7 @@ def build_spec(loaded):
     enc, dec = model.encoder, model.decoder
     activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,
                   "swiglu": common_spec.Activation.SWISH, "geglu": common_spec.Activation.GELU}[cfg.activation]
-    gated = cfg.activation in ("swiglu", "geglu")  # CTranslate2's ffn_glu: act(linear_0 x) * linear_0_noact x
+    gated = cfg.activation in GATED_ACTIVATIONS  # CTranslate2's ffn_glu: act(linear_0 x) * linear_0_noact x
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.encoder_layers, cfg.decoder_layers), cfg.num_heads, pre_norm=cfg.pre_norm, activation=activation,
         ffn_glu=gated,
