@@ -200,6 +200,7 @@ class TrainConfig:
     fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes, and again after a validation if the machine slowed down (nmt.train.budget)
     valid_every_steps: int = 0  # 0 = once per epoch
     valid_every_epochs: int = 1
+    validate_after_updates: int = 0  # no validation before this update (fairseq --validate-after-updates); the closing one always runs, and fit_schedule_to_time validates once when warmup ends to time it
     valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)
     patience: int = 10  # validations without BLEU improvement before stopping (0 = off)
     log_every_steps: int = 100
@@ -431,6 +432,9 @@ def validate(cfg: Config) -> None:
     if t.fit_schedule_to_time and (t.max_time_minutes <= 0 or o.scheduler not in ("cosine", "linear")):
         problems.append(f"train.fit_schedule_to_time=true fits a cosine or linear decay into train.max_time_minutes; "
                         f"got optim.scheduler={o.scheduler!r}, train.max_time_minutes={t.max_time_minutes}")
+    if t.validate_after_updates < 0 or t.valid_every_epochs < 1 or t.valid_every_steps < 0:
+        problems.append(f"train.validate_after_updates={t.validate_after_updates}, train.valid_every_epochs="
+                        f"{t.valid_every_epochs}, train.valid_every_steps={t.valid_every_steps}: need >= 0, >= 1, >= 0")
     if t.max_tokens <= 0 or t.update_freq < 1:
         problems.append(f"train.max_tokens={t.max_tokens} must be > 0 and train.update_freq={t.update_freq} >= 1")
     if s.beam_size < 1 or s.nbest < 1 or s.nbest > s.beam_size:

@@ -31,6 +31,17 @@ def test_fitted_length_counts_updates_and_validations():
     assert budget.fit_schedule_steps(100, 1200.0, 1000.0, 0) == 101
 
 
+def test_updates_before_validate_after_carry_no_validation_cost():
+    # u = 1 s; validations 20 s every 50 updates -> 1.4 s per update once they begin
+    fit = budget.fit_schedule_steps
+    assert fit(100, 120.0, 1000.0, 0, [20.0], 50, reserve=0.0, validate_after=100) == 100 + int(880 / 1.4)
+    # none before update 500: 400 updates at 1 s, then the remaining 480 s at 1.4 s
+    assert fit(100, 120.0, 1000.0, 0, [20.0], 50, reserve=0.0, validate_after=500) == 500 + int(480 / 1.4)
+    # the budget ends before validations would begin: 880 updates at 1 s
+    assert fit(100, 120.0, 1000.0, 0, [20.0], 50, reserve=0.0, validate_after=5000) == 100 + 880
+    assert fit(100, 120.0, 1000.0, 700, [20.0], 50, reserve=0.0, validate_after=500) == 700  # max_steps
+
+
 def test_a_plan_is_shortened_only_when_it_no_longer_fits_the_whole_budget():
     # 1 s per update: 100 done in 100 s, the plan ends at 1,000 = 1,000 s: it fits, it stands
     assert budget.refit_schedule_steps(100, 100.0, 1000.0, 1000) == 1000
@@ -103,7 +114,7 @@ def fake_clock(monkeypatch):
     monkeypatch.setattr(Trainer, "_elapsed", lambda self, start: float(self.progress.step))
     real, real_refit = budget.fit_schedule_steps, budget.refit_schedule_steps
     monkeypatch.setattr(trainer_module, "fit_schedule_steps",
-                        lambda step, elapsed, total, max_steps, cycles, per_cycle: real(step, elapsed, total, max_steps))
+                        lambda step, elapsed, total, max_steps, cycles, per_cycle, **kw: real(step, elapsed, total, max_steps))
     monkeypatch.setattr(trainer_module, "refit_schedule_steps",
                         lambda step, elapsed, total, planned, cycles, per_cycle: real_refit(step, elapsed, total, planned))
     return 4 + int(58.8 - 4)
@@ -215,3 +226,36 @@ def test_a_shortened_schedule_resumes_bitwise(tmp_path, slowing_clock):
     assert len(losses) == at and losses + rest == expected
     after, reference = _params(resumed), _params(straight)
     assert all(torch.equal(after[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("fit", [False, True])
+def test_no_validation_before_validate_after_updates(tmp_path, fake_clock, monkeypatch, fit):
+    seen = {}
+    real = trainer_module.fit_schedule_steps
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "fit_schedule_steps", spy)
+    run = _trainer(tmp_path / "run", fit=fit)
+    run.cfg.train.validate_after_updates = AFTER = 30
+    run.cfg.train.max_steps = 50
+    run.cfg.train.max_epochs = 100
+    run.train()
+    steps = [h["step"] for h in run.progress.history]
+    assert len(run.progress.cycle_seconds) == len(steps)
+    if fit:  # one validation when warmup ends times the cycle for the fitted schedule
+        assert seen["validate_after"] == AFTER
+        assert steps[0] == WARMUP and min(steps[1:]) >= AFTER
+    else:
+        assert min(steps) >= AFTER
+    assert steps[-1] == run.progress.step and len(steps) >= 2
+    assert sorted(set(steps)) == steps
+
+
+def test_validate_after_updates_must_not_be_negative():
+    cfg = Config()
+    cfg.train.validate_after_updates = -1
+    with pytest.raises(ValueError, match="validate_after_updates"):
+        validate(cfg)

@@ -18,6 +18,10 @@ unrepresentative (Multi30k Transformer on the Zen 4 host: its validation took 8 
 one 11-16 s). The length is saved in every checkpoint, so a resumed run
 keeps it and resumes bitwise as before.
 
+With ``train.validate_after_updates`` (fairseq's ``--validate-after-updates``) there is no
+validation before that update, so the updates before it carry no share of the validations'
+cost. The fit still needs one timed cycle: the trainer validates once when warmup ends.
+
 A shared machine can slow down after the fit (the Multi30k de→en Transformer on the Zen 4 host
 trained ~7% slower after update 500 than before it, and the hour stopped it 36 updates before
 the planned end). So after every later validation the plan is checked again
@@ -36,13 +40,14 @@ RESERVE = 0.02  # fraction of the budget left for the closing validation and che
 
 def fit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: float, max_steps: int,
                        cycle_seconds: Sequence[float] = (), steps_per_cycle: float = math.inf,
-                       reserve: float = RESERVE) -> int:
+                       reserve: float = RESERVE, validate_after: int = 0) -> int:
     """Total updates of a schedule that ends inside a wall-clock budget.
 
     Time per update u = (elapsed − Σ cycles) / step; a validation cycle costs c (the mean of
     ``cycle_seconds[1:]``, or of all when there is one) every ``steps_per_cycle`` updates, so
     an update costs u + c / steps_per_cycle in all, and the updates after ``step`` fill
-    ``budget · (1 − reserve) − elapsed``.
+    ``budget · (1 − reserve) − elapsed``. The updates before ``validate_after`` are not
+    followed by validations and cost u alone.
 
     Args:
         step: updates done (> 0).
@@ -52,6 +57,8 @@ def fit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: float,
         cycle_seconds: wall time of each validate-and-checkpoint cycle so far.
         steps_per_cycle: updates between two validations.
         reserve: fraction of the budget kept free at the end.
+        validate_after: the first update that may be followed by a validation
+            (``train.validate_after_updates``; 0 = every one).
     Returns:
         The schedule's length in updates: at least ``step + 1``, at most ``max_steps``.
     Raises:
@@ -62,8 +69,16 @@ def fit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: float,
     if budget_seconds <= 0:
         raise ValueError(f"the time budget must be positive, got {budget_seconds} s")
     per_update = seconds_per_update(step, elapsed_seconds, cycle_seconds, steps_per_cycle)
+    bare = seconds_per_update(step, elapsed_seconds, cycle_seconds)  # without the validations' share
     remaining = budget_seconds * (1.0 - reserve) - elapsed_seconds
-    fitted = step + max(1, int(remaining / per_update)) if remaining > 0 else step + 1
+    unvalidated = max(0, validate_after - step)  # updates still to come before validations begin
+    if remaining <= 0:
+        more = 0
+    elif remaining <= unvalidated * bare:
+        more = int(remaining / bare)
+    else:
+        more = unvalidated + int((remaining - unvalidated * bare) / per_update)
+    fitted = step + max(1, more)
     return min(fitted, max_steps) if max_steps > 0 else fitted
 
 

@@ -247,7 +247,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 stop_reason = self._train_epoch(start)
                 if stop_reason is not None:  # stopped inside the epoch
                     break
-                if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0:
+                if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0 \
+                        and self.progress.step >= tc.validate_after_updates:
                     stop_reason = self._validate_and_save()
                     if stop_reason is None:
                         self._refit_schedule(start)
@@ -305,13 +306,18 @@ class Trainer(CheckpointMixin, ValidationMixin):
             if self.progress.step % tc.log_every_steps == 0:
                 self._log_train(window, stats)
                 window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.monotonic()}
-            if tc.valid_every_steps > 0 and self.progress.step % tc.valid_every_steps == 0:
+            if tc.valid_every_steps > 0 and self.progress.step % tc.valid_every_steps == 0 \
+                    and self.progress.step >= tc.validate_after_updates:
                 reason = self._validate_and_save()
                 if reason:
                     return reason
                 self._refit_schedule(start)
             if tc.fit_schedule_to_time and not self.progress.schedule_steps \
                     and self.progress.step >= max(1, self.cfg.optim.warmup_steps):
+                if not self.progress.cycle_seconds:  # the fit counts the validations' cost: time one
+                    reason = self._validate_and_save()
+                    if reason:
+                        return reason
                 self._fit_schedule(start)
             reason = self._budget_exhausted(start, agree=True)
             if reason:
@@ -532,7 +538,8 @@ class Trainer(CheckpointMixin, ValidationMixin):
         tc, p = self.cfg.train, self.progress
         elapsed = self._elapsed(start)
         steps = fit_schedule_steps(p.step, elapsed, tc.max_time_minutes * 60, tc.max_steps,
-                                   p.cycle_seconds, self._steps_per_cycle())
+                                   p.cycle_seconds, self._steps_per_cycle(),
+                                   validate_after=tc.validate_after_updates)
         steps = self._earliest_end(steps)
         p.schedule_steps = steps
         self._apply_fitted_schedule()
