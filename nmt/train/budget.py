@@ -20,7 +20,10 @@ keeps it and resumes bitwise as before.
 
 With ``train.validate_after_updates`` (fairseq's ``--validate-after-updates``) there is no
 validation before that update, so the updates before it carry no share of the validations'
-cost. The fit still needs one timed cycle: the trainer validates once when warmup ends.
+cost. The fit still needs one timed cycle: the trainer validates once when warmup ends. That
+first validation draws the alignment figures, which later ones draw only every
+``train.attention.every``-th time, so each cycle is timed with that share of the drawing
+(:mod:`nmt.train.validation`): the one cycle does not stand for four times the figures.
 
 A shared machine can slow down after the fit (the Multi30k de→en Transformer on the Zen 4 host
 trained ~7% slower after update 500 than before it, and the hour stopped it 36 updates before

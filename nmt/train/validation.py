@@ -64,17 +64,21 @@ class ValidationMixin:
         """:meth:`decode_hypotheses`, detokenised."""
         return self.data.tokenizer.decode_tgt([h.tokens for h in self.decode_hypotheses(sources, length_penalty)])
 
-    def log_attention(self, hyp_tokens: list[list[int]]) -> None:
+    def log_attention(self, hyp_tokens: list[list[int]]) -> float:
         """Attention statistics and alignment figures of the fixed dev sentences (TensorBoard).
 
         ``hyp_tokens`` are the search's outputs for the first dev sentences; teacher-forcing
         them reproduces the search's attention for every layer and head. Failures are logged
         and never stop training; the time spent is logged as ``attention/plot_seconds``.
+
+        Returns:
+            Seconds spent on the alignment figures (drawn at every ``train.attention.every``-th
+            validation; 0.0 at the others).
         """
         ac, step = self.cfg.train.attention, self.progress.step
         t0 = time.monotonic()
         values: dict[str, float] = {}
-        figures = 0
+        figures, figure_seconds = 0, 0.0
         try:
             ds = self.valid_ids
             if ac.stats_sentences > 0:
@@ -83,6 +87,7 @@ class ValidationMixin:
             if ac.sentences > 0 and (len(self.progress.history) - 1) % max(1, ac.every) == 0:
                 from nmt.viz import alignment_figures
 
+                t_fig = time.monotonic()
                 k = min(ac.sentences, len(hyp_tokens))
                 maps = collect_attention(self.model, self.data.tokenizer, ds.src[:k], hyp_tokens[:k])
                 for i, sentence_maps in enumerate(maps):
@@ -91,12 +96,14 @@ class ValidationMixin:
                     for tag, fig in figs.items():
                         self.monitor.figure(tag, fig, step)
                     figures += len(figs)
+                figure_seconds = time.monotonic() - t_fig
         except Exception:  # plotting must never stop training
             log.warning("attention figures/statistics failed at step %d; training continues", step, exc_info=True)
         values["plot_seconds"] = time.monotonic() - t0
         self.monitor.scalars(step, values, "attention")
         if figures:
             log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
+        return figure_seconds
 
     def _validate_and_save(self) -> Optional[str]:
         """Validate, checkpoint (latest/best), log; return a stop reason on early stopping.
@@ -110,14 +117,21 @@ class ValidationMixin:
             outcome = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress)))
             outcome, progress = outcome
             self.progress = Progress(**progress)
-        reason, improved, scores = outcome
-        # timed for train.fit_schedule_to_time (the checkpoint's own write is the small rest)
-        self.progress.cycle_seconds.append(round(time.monotonic() - t0, 3))
+        reason, improved, scores, figure_seconds = outcome
+        # timed for train.fit_schedule_to_time (the checkpoint's own write is the small rest). The
+        # alignment figures are drawn at every `attention.every`-th validation only, so each cycle
+        # carries that share of their time (the last drawing's until the next) rather than the
+        # cycles that draw them all of it: the first validation draws them, and with
+        # train.validate_after_updates it may be the only cycle the fitted schedule has timed.
+        if figure_seconds > 0:
+            self._figure_share = figure_seconds / max(1, self.cfg.train.attention.every)
+        self.progress.cycle_seconds.append(round(time.monotonic() - t0 - figure_seconds + self._figure_share, 3))
         self.save(best=improved, scores=scores)
         return reason
 
-    def _validate(self) -> tuple[Optional[str], bool, dict]:
-        """Dev loss, BLEU and figures; ``(early-stopping reason or None, improved, scores)``."""
+    def _validate(self) -> tuple[Optional[str], bool, dict, float]:
+        """Dev loss, BLEU and figures; ``(early-stopping reason or None, improved, scores, seconds
+        spent on alignment figures)``."""
         t0 = time.monotonic()
         p, tc = self.progress, self.cfg.train
         values = self.valid_loss()
@@ -137,7 +151,7 @@ class ValidationMixin:
         self.monitor.scalars(p.step, {k: values[k] for k in ("loss", "ppl", "bleu", "chrf")}, "valid")
         k = min(tc.num_samples, n)
         self.monitor.text("valid/samples", samples_markdown(valid.src[:k], valid.tgt[:k], hyps[:k]), p.step)
-        self.log_attention([h.tokens for h in best[: tc.attention.sentences]])
+        figure_seconds = self.log_attention([h.tokens for h in best[: tc.attention.sentences]])
         self.monitor.flush()
         log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
                  " (best)" if improved else "")
@@ -145,7 +159,7 @@ class ValidationMixin:
         reason = None
         if tc.patience > 0 and p.bad_validations >= tc.patience:
             reason = f"no BLEU improvement in {tc.patience} validations (early stopping)"
-        return reason, improved, scores
+        return reason, improved, scores, figure_seconds
 
     def _final_evaluation(self, stop_reason: str) -> dict:
         """Average checkpoints if asked, load the best, decode the test split, write results.json."""
