@@ -271,7 +271,7 @@ def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeyp
     drawn = []
 
     def log_attention(hyp_tokens):
-        draws = (len(run.progress.history) - 1) % 4 == 0
+        draws = (len(run.progress.history) - 1) % run.cfg.train.attention.every == 0
         drawn.append(draws)
         if draws:
             time.sleep(DRAW)

@@ -248,8 +248,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 stop_reason = self._train_epoch(start)
                 if stop_reason is not None:  # stopped inside the epoch
                     break
-                if tc.valid_every_steps <= 0 and self.progress.epoch % tc.valid_every_epochs == 0 \
-                        and self.progress.step >= tc.validate_after_updates:
+                if self._validation_due(epoch_end=True):
                     stop_reason = self._validate_and_save()
                     if stop_reason is None:
                         self._refit_schedule(start)
@@ -307,8 +306,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
             if self.progress.step % tc.log_every_steps == 0:
                 self._log_train(window, stats)
                 window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "time": time.monotonic()}
-            if tc.valid_every_steps > 0 and self.progress.step % tc.valid_every_steps == 0 \
-                    and self.progress.step >= tc.validate_after_updates:
+            if self._validation_due(epoch_end=False):
                 reason = self._validate_and_save()
                 if reason:
                     return reason
@@ -495,6 +493,17 @@ class Trainer(CheckpointMixin, ValidationMixin):
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * fn(last)
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def _validation_due(self, epoch_end: bool) -> bool:
+        """Whether to validate now: after an update (``epoch_end=False``) with
+        ``train.valid_every_steps``, otherwise at the end of every ``valid_every_epochs``-th epoch;
+        never before ``train.validate_after_updates``."""
+        tc, p = self.cfg.train, self.progress
+        if p.step < tc.validate_after_updates:
+            return False
+        if epoch_end:
+            return tc.valid_every_steps <= 0 and p.epoch % tc.valid_every_epochs == 0
+        return tc.valid_every_steps > 0 and p.step % tc.valid_every_steps == 0
 
     def _steps_per_cycle(self) -> float:
         """Updates between two validations (for the time-budget estimate)."""
