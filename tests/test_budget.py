@@ -286,3 +286,38 @@ def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeyp
     plain = [c for c, d in zip(cycles, drawn) if not d]
     assert min(cycles) >= DRAW / 4, cycles  # every cycle carries a quarter of a drawing
     assert max(drawing) - min(plain) < DRAW / 2, cycles  # and the drawing ones no more than that
+
+
+def test_a_resumed_run_keeps_its_share_of_the_figures(tmp_path, monkeypatch):
+    """The share is a checkpointed counter: after a resume, the cycles before the next drawing
+    still carry a quarter of the last drawing, as they would have without the interruption."""
+    DRAW = 0.8
+
+    def start(stop_after_first_validation: bool) -> tuple[Trainer, list[bool]]:
+        run = _trainer(tmp_path / "run", fit=False)
+        run.cfg.train.max_steps, run.cfg.train.attention.every = 30, 4
+        drawn = []
+
+        def log_attention(hyp_tokens):
+            draws = (len(run.progress.history) - 1) % run.cfg.train.attention.every == 0
+            drawn.append(draws)
+            if draws:
+                time.sleep(DRAW)
+            if stop_after_first_validation:
+                run.request_stop("test")
+            return DRAW if draws else 0.0
+
+        monkeypatch.setattr(run, "log_attention", log_attention)
+        return run, drawn
+
+    first, drawn = start(stop_after_first_validation=True)
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    assert drawn == [True] and first.progress.figure_share == pytest.approx(DRAW / 4)
+    resumed, drawn = start(stop_after_first_validation=False)
+    assert resumed.progress.figure_share == pytest.approx(DRAW / 4)
+    resumed.train()
+    after = resumed.progress.cycle_seconds[1:]
+    assert len(after) == len(drawn) >= 2 and not drawn[0], drawn
+    plain = [c for c, d in zip(after, drawn) if not d]
+    assert min(plain) >= DRAW / 4, after  # a fresh counter would time these cycles at ~0

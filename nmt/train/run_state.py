@@ -60,6 +60,7 @@ class Progress:
     cycle_seconds: list = field(default_factory=list)  # wall time of each validate-and-checkpoint cycle
     schedule_steps: int = 0  # the decay's length fitted to the time budget when warmup ended (0 = train.max_steps)
     schedule_refits: list = field(default_factory=list)  # [update, new end] of each later shortening
+    figure_share: float = 0.0  # seconds of the last alignment-figure drawing / train.attention.every
 
     @property
     def schedule_end(self) -> int:

@@ -137,7 +137,6 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self._stop_signal: Optional[str] = None
         self._start: Optional[float] = None
         self._last_saved_step = -1
-        self._figure_share = 0.0  # alignment figures' seconds per validation cycle (nmt.train.validation)
         self.resumed_from = self._prepare_run_dir()
         if self.progress.schedule_steps:  # a resumed run keeps the schedule fitted to its time budget
             self._apply_fitted_schedule()

@@ -122,10 +122,12 @@ class ValidationMixin:
         # alignment figures are drawn at every `attention.every`-th validation only, so each cycle
         # carries that share of their time (the last drawing's until the next) rather than the
         # cycles that draw them all of it: the first validation draws them, and with
-        # train.validate_after_updates it may be the only cycle the fitted schedule has timed.
+        # train.validate_after_updates it may be the only cycle the fitted schedule has timed. The
+        # share is a checkpointed counter, so a resumed run times its cycles as the first session did.
+        p = self.progress
         if figure_seconds > 0:
-            self._figure_share = figure_seconds / max(1, self.cfg.train.attention.every)
-        self.progress.cycle_seconds.append(round(time.monotonic() - t0 - figure_seconds + self._figure_share, 3))
+            p.figure_share = figure_seconds / max(1, self.cfg.train.attention.every)
+        p.cycle_seconds.append(round(time.monotonic() - t0 - figure_seconds + p.figure_share, 3))
         self.save(best=improved, scores=scores)
         return reason
 
