@@ -262,12 +262,14 @@ def test_validate_after_updates_must_not_be_negative():
         validate(cfg)
 
 
-def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeypatch):
-    """The figures are drawn at every 4th validation (the first included); the time of each
-    validate-and-checkpoint cycle, which the fitted schedule averages, carries a quarter of a
-    drawing, so the first cycle alone is no longer ~4x too expensive an estimate."""
-    run = _trainer(tmp_path / "run", fit=False)
-    run.cfg.train.max_steps, run.cfg.train.attention.every, DRAW = 30, 4, 0.8
+DRAW = 0.8  # seconds of a fake alignment-figure drawing
+
+
+def _drawing_trainer(run_dir, monkeypatch, stop_after_first_validation: bool = False) -> tuple[Trainer, list[bool]]:
+    """A trainer of 30 updates whose alignment figures, drawn at every 4th validation (the first
+    included), take DRAW seconds; the list records, per validation, whether it drew them."""
+    run = _trainer(run_dir, fit=False)
+    run.cfg.train.max_steps, run.cfg.train.attention.every = 30, 4
     drawn = []
 
     def log_attention(hyp_tokens):
@@ -275,9 +277,19 @@ def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeyp
         drawn.append(draws)
         if draws:
             time.sleep(DRAW)
+        if stop_after_first_validation:
+            run.request_stop("test")
         return DRAW if draws else 0.0
 
     monkeypatch.setattr(run, "log_attention", log_attention)
+    return run, drawn
+
+
+def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeypatch):
+    """The figures are drawn at every 4th validation (the first included); the time of each
+    validate-and-checkpoint cycle, which the fitted schedule averages, carries a quarter of a
+    drawing, so the first cycle alone is no longer ~4x too expensive an estimate."""
+    run, drawn = _drawing_trainer(tmp_path / "run", monkeypatch)
     run.train()
     cycles = run.progress.cycle_seconds
     assert drawn[0] and drawn.count(True) >= 2 and drawn.count(False) >= 3
@@ -291,30 +303,11 @@ def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeyp
 def test_a_resumed_run_keeps_its_share_of_the_figures(tmp_path, monkeypatch):
     """The share is a checkpointed counter: after a resume, the cycles before the next drawing
     still carry a quarter of the last drawing, as they would have without the interruption."""
-    DRAW = 0.8
-
-    def start(stop_after_first_validation: bool) -> tuple[Trainer, list[bool]]:
-        run = _trainer(tmp_path / "run", fit=False)
-        run.cfg.train.max_steps, run.cfg.train.attention.every = 30, 4
-        drawn = []
-
-        def log_attention(hyp_tokens):
-            draws = (len(run.progress.history) - 1) % run.cfg.train.attention.every == 0
-            drawn.append(draws)
-            if draws:
-                time.sleep(DRAW)
-            if stop_after_first_validation:
-                run.request_stop("test")
-            return DRAW if draws else 0.0
-
-        monkeypatch.setattr(run, "log_attention", log_attention)
-        return run, drawn
-
-    first, drawn = start(stop_after_first_validation=True)
+    first, drawn = _drawing_trainer(tmp_path / "run", monkeypatch, stop_after_first_validation=True)
     with pytest.raises(TrainingInterrupted):
         first.train()
     assert drawn == [True] and first.progress.figure_share == pytest.approx(DRAW / 4)
-    resumed, drawn = start(stop_after_first_validation=False)
+    resumed, drawn = _drawing_trainer(tmp_path / "run", monkeypatch)
     assert resumed.progress.figure_share == pytest.approx(DRAW / 4)
     resumed.train()
     after = resumed.progress.cycle_seconds[1:]
