@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import random
+import signal
 
 import pytest
 import torch
@@ -99,6 +102,59 @@ def test_resume_is_bitwise_identical_to_the_uninterrupted_run(tmp_path, arch, wh
     for k in want:
         assert torch.equal(want[k], have[k]), k
     assert [h["bleu"] for h in second.progress.history] == [h["bleu"] for h in straight.progress.history]
+
+
+class _NonReentrantHandler(logging.Handler):
+    """A log handler that, like ``io.BufferedWriter``, refuses a write nested inside its own
+    write ("reentrant call"); it sends SIGTERM to this process while writing the line that
+    contains ``signal_on``, so the signal handler runs in the middle of that write."""
+
+    def __init__(self, signal_on: str) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.signal_on, self.busy = signal_on, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:  # as logging.StreamHandler.emit: a failed write is handed to handleError, the line lost
+            self._write(record)
+        except Exception:
+            self.handleError(record)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        if self.busy:
+            raise RuntimeError("reentrant call inside the log stream")
+        self.busy = True
+        try:
+            line = record.getMessage()
+            if self.signal_on and self.signal_on in line:
+                self.signal_on = ""
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100):  # Python runs the handler at one of the next bytecodes
+                    pass
+            self.lines.append(line)
+        finally:
+            self.busy = False
+
+
+def test_a_signal_during_a_log_write_is_still_logged(tmp_path, monkeypatch):
+    """R16: the handler must not log (a nested write into a busy log stream is dropped, which
+    made the SIGINT line vanish from train.log once in CI); the stop is logged by the loop."""
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # a dropped line stays silent, as in a run
+    trainer = _trainer(tmp_path / "run", max_steps=20)
+    handler = _NonReentrantHandler(signal_on="step 3 ")
+    logger = logging.getLogger("nmt.train")
+    level, before = logger.level, signal.getsignal(signal.SIGTERM)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(TrainingInterrupted) as stopped:
+            trainer.train()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert stopped.value.step == 3  # the update being logged was the last
+    assert any(line.startswith("SIGTERM received") for line in handler.lines), handler.lines
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
 
 
 def test_data_position_resumes_at_the_next_batch(tmp_path):

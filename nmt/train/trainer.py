@@ -44,6 +44,15 @@ EXIT_DIVERGED = 4  # train.max_bad_steps non-finite updates in a row
 INTERRUPTED = "interrupted"
 
 
+def _raw_stderr(text: str) -> None:
+    """Write ``text`` to file descriptor 2 with one system call, bypassing Python's buffered
+    streams and their locks (safe inside a signal handler); errors are ignored."""
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
 class TrainingInterrupted(RuntimeError):
     """Training stopped on SIGTERM/SIGINT (or :meth:`Trainer.request_stop`) after saving
     ``checkpoint``; running the same command again resumes from it (R16, R17)."""
@@ -135,6 +144,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self.progress = Progress()
         self.num_params = count_parameters(self.model)
         self._stop_signal: Optional[str] = None
+        self._signal_received: Optional[str] = None  # a signal the log has not told of yet
         self._start: Optional[float] = None
         self._last_saved_step = -1
         self.resumed_from = self._prepare_run_dir()
@@ -219,13 +229,17 @@ class Trainer(CheckpointMixin, ValidationMixin):
             return {}
 
         def handler(signum, frame):
+            # No logging here: the handler runs between two bytecodes of the main thread, which may
+            # be inside a log handler's buffered write; a nested write then fails ("reentrant call")
+            # and logging drops the line. The main loop logs the stop (_signalled); os.write is one
+            # unbuffered system call, safe to use for the immediate notice on stderr.
             name = signal.Signals(signum).name
             if self._stop_signal is not None:
-                log.error("second signal (%s): exiting now without saving", name)
-                logging.shutdown()
+                _raw_stderr(f"second signal ({name}): exiting now without saving\n")
                 os._exit(128 + signum)
-            log.warning("%s received: finishing the current update, then saving and exiting "
-                        "(send it again to exit at once)", name)
+            _raw_stderr(f"{name} received: finishing the current update, then saving and exiting "
+                        "(send it again to exit at once)\n")
+            self._signal_received = name
             self.request_stop(name)
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -276,7 +290,13 @@ class Trainer(CheckpointMixin, ValidationMixin):
         return results
 
     def _signalled(self) -> bool:
-        """A stop was requested (SIGTERM/SIGINT) on this or, in a distributed job, any process."""
+        """A stop was requested (SIGTERM/SIGINT) on this or, in a distributed job, any process.
+
+        The first call after a signal writes it to the log (the handler itself must not log)."""
+        if self._signal_received is not None:
+            log.warning("%s received: saving a checkpoint at step %d and exiting", self._signal_received,
+                        self.progress.step)
+            self._signal_received = None
         return distributed.agree(self.dist, self._stop_signal is not None)
 
     def _train_epoch(self, start: float) -> Optional[str]:
