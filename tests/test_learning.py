@@ -29,20 +29,7 @@ def test_transformer_learns_to_reverse_with_anti_diagonal_attention():
     cfg = ModelConfig(d_model=64, num_heads=2, ffn_dim=128, encoder_layers=2, decoder_layers=2, dropout=0.0,
                       attention_dropout=0.0, activation_dropout=0.0, positions="learned", max_positions=64)
     model = build_model(cfg, 24, 24)
-    opt = build_optimizer(model, "adam", 3e-3, (0.9, 0.98), 1e-8, 0.0)
-    sched = build_scheduler(opt, scheduler="inverse_sqrt", lr=3e-3, warmup_steps=100, warmup_init_lr=1e-5,
-                            min_lr=0.0)
-    for _ in range(1100):
-        src, tgt = _pairs(64, rng)
-        b = Batch.collate(src, tgt)
-        out = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in)
-        loss, _ = label_smoothed_nll(out.logits, b.tgt_out, 0.0)
-        (loss / b.ntokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        sched.step()
-    model.eval()
+    train_on_reverse(model, lambda: _pairs(64, rng), updates=1100, warmup_steps=100)
     src, tgt = _pairs(200, random.Random(123))
     batch = Batch.collate(src)
     greedy = greedy_search(model, batch)
@@ -62,6 +49,27 @@ def test_transformer_learns_to_reverse_with_anti_diagonal_attention():
     assert hits / total > 0.9, hits / total
     # the extracted hard word alignment is the anti-diagonal: AER against it below 0.1
     assert reverse_task_aer(src, greedy) < 0.1
+
+
+def train_on_reverse(model, sample, updates: int, warmup_steps: int = 0) -> None:
+    """``updates`` Adam steps (lr 3e-3, clipping 1.0, no label smoothing) on batches from
+    ``sample() -> (src, tgt)``; inverse-sqrt warmup over ``warmup_steps`` when > 0, else a constant
+    rate. Leaves the model in eval mode."""
+    opt = build_optimizer(model, "adam", 3e-3, (0.9, 0.98), 1e-8, 0.0)
+    sched = build_scheduler(opt, scheduler="inverse_sqrt", lr=3e-3, warmup_steps=warmup_steps, warmup_init_lr=1e-5,
+                            min_lr=0.0) if warmup_steps > 0 else None
+    model.train()
+    for _ in range(updates):
+        b = Batch.collate(*sample())
+        out = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in)
+        loss, _ = label_smoothed_nll(out.logits, b.tgt_out, 0.0)
+        (loss / b.ntokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        if sched is not None:
+            sched.step()
+    model.eval()
 
 
 def reverse_task_aer(src, hyps) -> float:

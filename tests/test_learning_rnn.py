@@ -11,9 +11,7 @@ from nmt.config import AttentionConfig, ModelConfig, RNNDecoderConfig
 from nmt.data.batch import Batch
 from nmt.models import build_model
 from nmt.search import greedy_search
-from nmt.train.loss import label_smoothed_nll
-from nmt.train.optim import build_optimizer
-from test_learning import reverse_task_aer
+from test_learning import reverse_task_aer, train_on_reverse
 
 SYMBOLS = list(range(4, 20))
 
@@ -33,17 +31,7 @@ def test_rnn_learns_to_reverse_with_anti_diagonal_attention(style, score, window
                       decoder=RNNDecoderConfig(style=style, input_feeding=True),
                       attention=AttentionConfig(score=score, window=window, window_size=3))
     model = build_model(cfg, 20, 20)
-    opt = build_optimizer(model, "adam", 3e-3, (0.9, 0.98), 1e-8, 0.0)
-    for _ in range(700):
-        src, tgt = _pairs(64, rng)
-        b = Batch.collate(src, tgt)
-        out = model(b.src_tokens, b.src_lengths, b.src_mask, b.tgt_in)
-        loss, _ = label_smoothed_nll(out.logits, b.tgt_out, 0.0)
-        (loss / b.ntokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+    train_on_reverse(model, lambda: _pairs(64, rng), updates=700)
     src, tgt = _pairs(200, random.Random(123))
     hyps = greedy_search(model, Batch.collate(src))
     accuracy = sum(h[0].tokens == t for h, t in zip(hyps, tgt)) / len(tgt)
