@@ -328,6 +328,8 @@ class EvaluateConfig:
     ref: Optional[str] = None  # explicit reference files, as many as src
     output: Optional[str] = None  # hypotheses files, one per set; default: <run>/hyp.<set>
     bootstrap_samples: int = 1000  # paired bootstrap resamples (sacrebleu's default)
+    moses_bleu: Optional[str] = None  # LANG (e.g. de): also lowercased BLEU on Moses-tokenised text, the Multi30k
+    # papers' multi-bleu.perl metric (nmt.evaluate.moses_tokenized_bleu; needs the moses extra)
     beam_size: Optional[int] = None
     length_penalty: Optional[float] = None
     batch_size: int = 64

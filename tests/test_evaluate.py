@@ -218,3 +218,68 @@ def test_cli_ensemble_and_paired_test_between_checkpoints(tiny_run, tmp_path, ca
 
 def _mini_refs(mini):
     return (mini / "valid.de").read_text().split("\n")[:-1]
+
+
+def test_moses_tokenisation_reproduces_the_multi30k_tok_files():
+    """The published ``test_2016_flickr.lc.norm.tok.de`` lines 2 and 230, from the raw test2016.de."""
+    from nmt.evaluate import moses_lowercase_tokenize
+
+    raw = ["Ein Boston Terrier läuft über saftig-grünes Gras vor einem weißen Zaun.",
+           'Ein Jugendlicher in einem schwarzen T-Shirt mit dem Aufdruck "Asian Pacific 2007" sitzt und spielt '
+           "eine Trommel."]
+    assert moses_lowercase_tokenize(raw, "de") == [
+        "ein boston terrier läuft über saftig-grünes gras vor einem weißen zaun .",
+        "ein jugendlicher in einem schwarzen t-shirt mit dem aufdruck &quot; asian pacific 2007 &quot; sitzt und "
+        "spielt eine trommel ."]
+    with pytest.raises(ValueError, match="language code"):
+        moses_lowercase_tokenize(raw, "")
+
+
+def test_moses_tokenized_bleu_is_lowercased_multi_bleu_on_moses_tokens():
+    from nmt.evaluate import moses_tokenized_bleu
+
+    refs = ["Ein Mann fährt ein Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt."]
+    hyps = ["ein Mann fährt Fahrrad .", "Zwei hunde spielen im Schnee", "EINE FRAU SINGT."]
+    got = moses_tokenized_bleu(hyps, refs, "de")
+    expected = sacrebleu.corpus_bleu(
+        ["ein mann fährt fahrrad .", "zwei hunde spielen im schnee", "eine frau singt ."],
+        [["ein mann fährt ein fahrrad .", "zwei hunde spielen im schnee .", "eine frau singt ."]],
+        tokenize="none", smooth_method="none")
+    assert got["bleu_moses_lc"] == round(expected.score, 2) and 0 < got["bleu_moses_lc"] < 100
+    assert (got["ref_len"], got["hyp_len"]) == (16, 14)
+    assert got["bleu_moses_lc_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:none|smooth:none|")
+    assert got["bleu_moses_lc_signature"].endswith(", de)") and "pre:lc+norm+tok(sacremoses" in got["bleu_moses_lc_signature"]
+    assert moses_tokenized_bleu([r.upper() for r in refs], refs, "de")["bleu_moses_lc"] == 100.0
+    with pytest.raises(ValueError, match="2 hypotheses but 3 references"):
+        moses_tokenized_bleu(hyps[:2], refs, "de")
+
+
+def test_moses_tokenized_bleu_gives_the_published_reference_length(multi30k_dir):
+    """Wu et al. 2021's log for test2016 en→de says reflen=12103: the same references, the same tokens."""
+    from nmt.evaluate import moses_tokenized_bleu
+
+    refs = (multi30k_dir / "multi30k" / "test2016.de").read_text(encoding="utf-8").splitlines()
+    got = moses_tokenized_bleu(refs, refs, "de")
+    assert (got["ref_len"], got["bleu_moses_lc"]) == (12103, 100.0)
+
+
+def test_cli_moses_bleu_column_and_missing_sacremoses(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from nmt.cli.evaluate import evaluate
+    from nmt.evaluate import moses_tokenized_bleu
+
+    refs, good, _ = _synthetic(n=50)
+    ref, hyp = _write(tmp_path / "ref.de", refs), _write(tmp_path / "hyp.de", good)
+    result = evaluate([f"hyp={hyp}", f"ref={ref}", "moses_bleu=de"])
+    out = capsys.readouterr().out
+    (entry,) = result["sets"]
+    assert entry["bleu_moses_lc"] == moses_tokenized_bleu(good, refs, "de")["bleu_moses_lc"]
+    assert entry["moses_ref_len"] == sum(len(r.split()) for r in refs)
+    assert "BLEU tok lc" in out.splitlines()[0] and "BLEU tok lc signature: " in out
+    assert "bleu_moses_lc" in result["signatures"]
+    plain = evaluate([f"hyp={hyp}", f"ref={ref}"])
+    assert "bleu_moses_lc" not in plain["sets"][0] and "BLEU tok lc" not in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "sacremoses", None)  # as if the moses extra were not installed
+    with pytest.raises(SystemExit, match=r"error: moses_bleu=de: .*pip install -e '\.\[moses\]'"):
+        evaluate([f"hyp={hyp}", f"ref={ref}", "moses_bleu=de"])

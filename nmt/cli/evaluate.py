@@ -6,6 +6,7 @@ optionally against a baseline with the paired bootstrap test (Koehn 2004; sacreb
   nmt-evaluate ckpt=RUN_A,RUN_B                           # an ensemble of two checkpoints
   nmt-evaluate ckpt=RUN_A baseline=RUN_B split=test2016   # A against B: bootstrap mean, 95% CI, p-value
   nmt-evaluate hyp=a.de baseline_hyp=b.de ref=test.de     # precomputed hypotheses
+  nmt-evaluate ckpt=RUN moses_bleu=de                     # + BLEU on lowercased Moses tokens (papers' metric)
 
 Lists are comma-separated. Prints one table (and one per metric signature), then the whole
 result as one JSON line. Hypotheses are written to <run>/hyp.<set> (a baseline's to
@@ -26,6 +27,7 @@ from nmt.cli import comma_list
 log = logging.getLogger("nmt.evaluate")
 
 COLUMNS = (("bleu", "BLEU"), ("bleu_lc", "BLEU lc"), ("chrf", "chrF"), ("ter", "TER"))
+MOSES_COLUMN = ("bleu_moses_lc", "BLEU tok lc")  # with moses_bleu=LANG (nmt.evaluate.moses_tokenized_bleu)
 
 
 @dataclasses.dataclass
@@ -175,14 +177,17 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
 
 def _print_scores(rows: list[dict], signatures: dict) -> None:
     """The table of scores, then each metric's signature once."""
+    columns = [c for c in (*COLUMNS, MOSES_COLUMN) if c[0] in signatures]
     width = max([len("set")] + [len(r["set"]) for r in rows])
     with_role = any("system" in r for r in rows)
     head = f"{'set':<{width}}  " + ("system    " if with_role else "") + f"{'sentences':>9}"
-    print(head + "".join(f"  {label:>7}" for _, label in COLUMNS))
+    widths = [max(7, len(label)) for _, label in columns]
+    print(head + "".join(f"  {label:>{w}}" for (_, label), w in zip(columns, widths)))
     for r in rows:
         line = f"{r['set']:<{width}}  " + (f"{r['system']:<8}  " if with_role else "") + f"{r['sentences']:>9}"
-        print(line + "".join(f"  {r[key]:>7.2f}" for key, _ in COLUMNS))
-    for key, label in COLUMNS:
+        print(line + "".join(f"  {r[key]:>{w}.2f}" if key in r else f"  {'':>{w}}"
+                             for (key, _), w in zip(columns, widths)))
+    for key, label in columns:
         print(f"{label} signature: {signatures[key]}")
 
 
@@ -211,17 +216,28 @@ def _print_significance(results: list[dict]) -> None:
 
 
 def _score_sets(sets: list[TestSet], outputs: list[dict], base_outputs: Optional[list[dict]],
-                bootstrap_samples: int) -> tuple[list[dict], list[dict], dict]:
-    """Per set: scores (and the baseline's and the paired bootstrap test when there is one).
+                bootstrap_samples: int, moses_lang: Optional[str] = None) -> tuple[list[dict], list[dict], dict]:
+    """Per set: scores (and the baseline's and the paired bootstrap test when there is one), plus
+    the system's Moses-tokenised lowercased BLEU when ``moses_lang`` is given.
     Returns (JSON entries, table rows, signatures by metric)."""
-    from nmt.evaluate import paired_bootstrap, score_corpus
+    from nmt.evaluate import moses_tokenized_bleu, paired_bootstrap, score_corpus
 
     entries, rows, signatures = [], [], {}
     for i, test in enumerate(sets):
         hyp = outputs[i]
         scores = score_corpus(hyp["texts"], test.ref)
         signatures = {k: scores.pop(f"{k}_signature") for k, _ in COLUMNS}
-        entry = {"set": test.name, "sentences": len(test.ref), **scores,
+        lengths = {}
+        if moses_lang:
+            try:
+                moses = moses_tokenized_bleu(hyp["texts"], test.ref, moses_lang)
+            except ImportError as err:
+                raise SystemExit(f"error: moses_bleu={moses_lang}: {err}") from None
+            key = MOSES_COLUMN[0]
+            scores[key] = moses[key]
+            signatures[key] = moses[f"{key}_signature"]
+            lengths = {"moses_ref_len": moses["ref_len"], "moses_hyp_len": moses["hyp_len"]}
+        entry = {"set": test.name, "sentences": len(test.ref), **scores, **lengths,
                  **{k: v for k, v in hyp.items() if k != "texts"}}
         if base_outputs is not None:
             b = base_outputs[i]
@@ -267,7 +283,8 @@ def evaluate(argv: list[str]) -> dict:
             result["baseline_search"] = search_settings(baseline.loaded, cfg.beam_size, cfg.length_penalty)
     outputs = _hypotheses(system, sets, cfg)
     base_outputs = _hypotheses(baseline, sets, cfg) if baseline is not None else None
-    result["sets"], rows, result["signatures"] = _score_sets(sets, outputs, base_outputs, cfg.bootstrap_samples)
+    result["sets"], rows, result["signatures"] = _score_sets(sets, outputs, base_outputs, cfg.bootstrap_samples,
+                                                                  cfg.moses_bleu)
     _print_scores(rows, result["signatures"])
     if base_outputs is not None:
         _print_significance(result["sets"])
