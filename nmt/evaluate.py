@@ -108,17 +108,17 @@ def moses_tokenized_bleu(hypotheses: Sequence[str], references: Sequence[str], l
         ValueError: unequal numbers of lines or an empty ``lang``.
         ImportError: sacremoses is not installed (the ``moses`` extra).
     """
+    from importlib.metadata import version
+
     from sacrebleu.metrics import BLEU
 
     _check_counts(hypotheses, references)
     hyps, refs = moses_lowercase_tokenize(hypotheses, lang), moses_lowercase_tokenize(references, lang)
     metric = BLEU(tokenize="none", smooth_method="none", force=True)
     score = metric.corpus_score(hyps, [refs])
-    import sacremoses
-
-    version = getattr(sacremoses, "__version__", "unknown")
+    moses = f"sacremoses {version('sacremoses')}, {lang}"
     return {"bleu_moses_lc": round(score.score, 2),
-            "bleu_moses_lc_signature": f"{metric.get_signature()}|pre:lc+norm+tok(sacremoses {version}, {lang})",
+            "bleu_moses_lc_signature": f"{metric.get_signature()}|pre:lc+norm+tok({moses})",
             "ref_len": score.ref_len, "hyp_len": score.sys_len}
 
 
