@@ -278,6 +278,11 @@ def test_cli_moses_bleu_column_and_missing_sacremoses(tmp_path, capsys, monkeypa
     assert entry["moses_ref_len"] == sum(len(r.split()) for r in refs)
     assert "BLEU tok lc" in out.splitlines()[0] and "BLEU tok lc signature: " in out
     assert "bleu_moses_lc" in result["signatures"]
+    with_baseline = evaluate([f"hyp={hyp}", f"baseline_hyp={ref}", f"ref={ref}", "moses_bleu=de",
+                              "bootstrap_samples=20"])["sets"][0]
+    assert with_baseline["baseline"]["bleu_moses_lc"] == 100.0
+    assert with_baseline["bleu_moses_lc"] == entry["bleu_moses_lc"] < 100.0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "100.00"  # the baseline row's BLEU tok lc
     plain = evaluate([f"hyp={hyp}", f"ref={ref}"])
     assert "bleu_moses_lc" not in plain["sets"][0] and "BLEU tok lc" not in capsys.readouterr().out
     monkeypatch.setitem(sys.modules, "sacremoses", None)  # as if the moses extra were not installed

@@ -185,8 +185,7 @@ def _print_scores(rows: list[dict], signatures: dict) -> None:
     print(head + "".join(f"  {label:>{w}}" for (_, label), w in zip(columns, widths)))
     for r in rows:
         line = f"{r['set']:<{width}}  " + (f"{r['system']:<8}  " if with_role else "") + f"{r['sentences']:>9}"
-        print(line + "".join(f"  {r[key]:>{w}.2f}" if key in r else f"  {'':>{w}}"
-                             for (key, _), w in zip(columns, widths)))
+        print(line + "".join(f"  {r[key]:>{w}.2f}" for (key, _), w in zip(columns, widths)))
     for key, label in columns:
         print(f"{label} signature: {signatures[key]}")
 
@@ -218,31 +217,35 @@ def _print_significance(results: list[dict]) -> None:
 def _score_sets(sets: list[TestSet], outputs: list[dict], base_outputs: Optional[list[dict]],
                 bootstrap_samples: int, moses_lang: Optional[str] = None) -> tuple[list[dict], list[dict], dict]:
     """Per set: scores (and the baseline's and the paired bootstrap test when there is one), plus
-    the system's Moses-tokenised lowercased BLEU when ``moses_lang`` is given.
+    each system's Moses-tokenised lowercased BLEU when ``moses_lang`` is given.
     Returns (JSON entries, table rows, signatures by metric)."""
     from nmt.evaluate import moses_tokenized_bleu, paired_bootstrap, score_corpus
 
-    entries, rows, signatures = [], [], {}
-    for i, test in enumerate(sets):
-        hyp = outputs[i]
-        scores = score_corpus(hyp["texts"], test.ref)
-        signatures = {k: scores.pop(f"{k}_signature") for k, _ in COLUMNS}
-        lengths = {}
+    def scored(texts: list[str], ref: list[str]) -> dict:
+        """score_corpus, plus the Moses-tokenised BLEU, its signature and token counts when asked."""
+        scores = score_corpus(texts, ref)
         if moses_lang:
             try:
-                moses = moses_tokenized_bleu(hyp["texts"], test.ref, moses_lang)
+                moses = moses_tokenized_bleu(texts, ref, moses_lang)
             except ImportError as err:
                 raise SystemExit(f"error: moses_bleu={moses_lang}: {err}") from None
             key = MOSES_COLUMN[0]
-            scores[key] = moses[key]
-            signatures[key] = moses[f"{key}_signature"]
-            lengths = {"moses_ref_len": moses["ref_len"], "moses_hyp_len": moses["hyp_len"]}
-        entry = {"set": test.name, "sentences": len(test.ref), **scores, **lengths,
+            scores.update({key: moses[key], f"{key}_signature": moses[f"{key}_signature"],
+                           "moses_ref_len": moses["ref_len"], "moses_hyp_len": moses["hyp_len"]})
+        return scores
+
+    metrics = [*COLUMNS, MOSES_COLUMN] if moses_lang else list(COLUMNS)
+    entries, rows, signatures = [], [], {}
+    for i, test in enumerate(sets):
+        hyp = outputs[i]
+        scores = scored(hyp["texts"], test.ref)
+        signatures = {k: scores.pop(f"{k}_signature") for k, _ in metrics}
+        entry = {"set": test.name, "sentences": len(test.ref), **scores,
                  **{k: v for k, v in hyp.items() if k != "texts"}}
         if base_outputs is not None:
             b = base_outputs[i]
-            b_scores = score_corpus(b["texts"], test.ref)
-            entry["baseline"] = {**{k: b_scores[k] for k, _ in COLUMNS},
+            b_scores = scored(b["texts"], test.ref)
+            entry["baseline"] = {**{k: v for k, v in b_scores.items() if not k.endswith("_signature")},
                                  **{k: v for k, v in b.items() if k != "texts"}}
             entry["bootstrap_samples"] = bootstrap_samples
             entry["significance"] = paired_bootstrap(hyp["texts"], b["texts"], test.ref, bootstrap_samples)
