@@ -1,11 +1,13 @@
 """Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
 
 Every YAML file under ``conf/`` is validated against these schemas at compose time, so a
-misspelt key or a wrong type fails before any code runs. Entry points turn the composed
+misspelt key or a wrong type fails before any code runs; ranges, names and combinations are
+checked by :func:`nmt.config_checks.validate` before any work. Entry points turn the composed
 config into these dataclasses with :func:`to_config` (``OmegaConf.to_object``); modules
-receive plain keyword arguments, never a config object.
+receive plain keyword arguments, never a config object. A checkpoint's ``config.yaml`` is read
+by :func:`config_from_yaml`, which resolves nothing (RELIABILITY.md R30).
 
-This module imports only :mod:`omegaconf` (cheap); Hydra is imported lazily by
+This module imports only :mod:`omegaconf` and PyYAML (cheap); Hydra is imported lazily by
 :func:`register_configs` so the translation path stays light.
 """
 from __future__ import annotations
@@ -14,7 +16,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
+import yaml
 from omegaconf import MISSING, OmegaConf
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work, or a config file that cannot be trusted; the message names the keys."""
 
 
 class Policy(str, Enum):
@@ -217,7 +224,8 @@ class TrainConfig:
     progress_bar: Optional[bool] = None  # None = only on a terminal
     save_every_steps: int = 0  # also checkpoint every N updates without validating (0 = only at validation)
     resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
-    overwrite: bool = False  # start over in a run directory that holds a finished run (deletes its outputs)
+    overwrite: bool = False  # start over in a run directory that holds a finished run (results.json); an unfinished one resumes
+    dist_timeout_minutes: float = 30.0  # torchrun: a collective waiting longer than this ends every process (rank 0 validates while the others wait)
     max_bad_steps: int = 10  # stop (non-zero) after this many non-finite updates in a row (R13)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for GPUs (fp16 adds dynamic loss scaling); fp32 is fastest on CPUs without AMX
     fp16_init_scale: float = 65536.0  # first loss scale of fp16 training (halved at each overflow)
@@ -323,7 +331,8 @@ class EvaluateConfig:
     hyp: Optional[str] = None  # precomputed hypotheses instead of ckpt, one file per test set
     baseline_hyp: Optional[str] = None  # precomputed baseline hypotheses, one file per test set
     split: Optional[str] = None  # split names (default: the data config's test split unless src/ref are given)
-    data_dir: Optional[str] = None  # default: the checkpoint's data config
+    data_dir: Optional[str] = None  # folder of {split}.{lang} files (default: $NMT_DATA_DIR/<corpus>)
+    hf_name: Optional[str] = None  # read split= from this Hugging Face dataset (a checkpoint never chooses what is fetched)
     src: Optional[str] = None  # explicit source files (paired with ref)
     ref: Optional[str] = None  # explicit reference files, as many as src
     output: Optional[str] = None  # hypotheses files, one per set; default: <run>/hyp.<set>
@@ -345,13 +354,33 @@ class AverageConfig:
     n: int = 5  # number of checkpoints averaged
     by: str = "bleu"  # bleu: the N with the best dev BLEU in meta.json | last: the N latest steps
     out: Optional[str] = None  # default: <run>/checkpoints/averaged
+    force: bool = False  # replace an existing checkpoint at out that nmt-average did not write
     keep: str = "better"  # better: the average becomes "best" only if its dev BLEU beats it | always
-    data_dir: Optional[str] = None  # default: the run's data config
+    data_dir: Optional[str] = None  # folder of {split}.{lang} files (default: $NMT_DATA_DIR/<corpus>)
+    hf_name: Optional[str] = None  # read the dev split from this Hugging Face dataset instead
     beam_size: Optional[int] = None  # default: the checkpoint's search settings
     length_penalty: Optional[float] = None
     batch_size: int = 64
     device: str = "cpu"
     num_threads: int = 0
+
+
+def data_for_inference(saved: DataConfig, data_dir: Optional[str] = None, hf_name: Optional[str] = None
+                       ) -> DataConfig:
+    """A checkpoint's data settings with every location replaced by what the user named (R30).
+
+    From the checkpoint come only the languages, split names and cleaning options (checked by
+    :func:`nmt.config_checks.validate`). Its ``dir``, hub dataset, ``hf_data_files`` URLs,
+    revision and cache folders are dropped, and nothing is downloaded: the files are read from
+    ``data_dir``, else ``$NMT_DATA_DIR/<corpus>``, or from the hub dataset ``hf_name`` when the
+    user names one.
+    """
+    import dataclasses
+
+    tokenizer = dataclasses.replace(saved.tokenizer, cache_dir=None)
+    return dataclasses.replace(saved, dir=data_dir, download=False, hf_name=hf_name or None, hf_revision=None,
+                               hf_data_files=HFDataFiles(), hf_cache_dir=None, streaming=False, tokenizer=tokenizer,
+                               hf_config=saved.hf_config if hf_name and hf_name == saved.hf_name else None)
 
 
 def register_configs() -> None:
@@ -375,88 +404,67 @@ def to_config(cfg: Any) -> Config:
     return obj  # type: ignore[return-value]
 
 
-class ConfigError(ValueError):
-    """A combination of settings that cannot work; the message names the keys."""
-
-
-def validate(cfg: Config) -> None:
-    """Check combinations that the schema cannot express, before any work starts.
-
-    Raises:
-        ConfigError: naming the key(s), the value(s) and what would work.
-    """
-    m, t, o, s = cfg.model, cfg.train, cfg.optim, cfg.search
-    problems = []
-    if m.arch not in ("transformer", "rnn"):
-        problems.append(f"model.arch={m.arch!r}: expected transformer or rnn")
-    if m.arch == "transformer":
-        if m.num_heads < 1 or m.d_model % m.num_heads:
-            problems.append(f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}")
-        default = AttentionConfig()
-        if (m.attention.window, m.attention.score) != (default.window, default.score):
-            problems.append(f"model.attention (score={m.attention.score}, window={m.attention.window}) configures "
-                            "RNN attention, but model.arch=transformer uses multi-head scaled dot-product "
-                            "attention; use model=rnn for Luong/Bahdanau/local attention")
-    if m.arch == "rnn":
-        if m.rnn_type not in RNN_TYPES:
-            problems.append(f"model.rnn_type={m.rnn_type!r}: expected one of {RNN_TYPES}")
-        if m.decoder.style not in RNN_STYLES:
-            problems.append(f"model.decoder.style={m.decoder.style!r}: expected one of {RNN_STYLES}")
-        if m.hidden_size % 2:
-            problems.append(f"model.hidden_size={m.hidden_size} must be even: each encoder direction gets half")
-        if m.attention.score not in ATTENTION_SCORES:
-            problems.append(f"model.attention.score={m.attention.score!r}: expected one of {ATTENTION_SCORES}")
-        if m.attention.window not in ATTENTION_WINDOWS:
-            problems.append(f"model.attention.window={m.attention.window!r}: expected one of {ATTENTION_WINDOWS}")
-        if m.attention.window != "global" and m.attention.window_size < 1:
-            problems.append(f"model.attention.window_size={m.attention.window_size}: local attention needs D >= 1")
-    if m.share_embeddings and not cfg.data.tokenizer.joint:
-        problems.append("model.share_embeddings=true needs one joint vocabulary: set data.tokenizer.joint=true "
-                        "or model.share_embeddings=false")
-    tk = cfg.data.tokenizer
-    if tk.enable_sampling:
-        if cfg.data.streaming:
-            problems.append("data.tokenizer.enable_sampling=true re-segments the training text every epoch, which "
-                            "needs it in memory: not supported with data.streaming=true")
-        if tk.model_type != "unigram":
-            problems.append(f"data.tokenizer.enable_sampling=true samples a unigram model's segmentations; got "
-                            f"data.tokenizer.model_type={tk.model_type!r} (use unigram)")
-        if tk.alpha <= 0.0:
-            problems.append(f"data.tokenizer.alpha={tk.alpha}: the sampling exponent must be > 0")
-        if tk.nbest_size < 2:
-            problems.append(f"data.tokenizer.nbest_size={tk.nbest_size}: sample among the n >= 2 best "
-                            "segmentations")
-    if o.scheduler not in SCHEDULERS:
-        problems.append(f"optim.scheduler={o.scheduler!r}: expected one of {SCHEDULERS}")
-    if o.scheduler in ("cosine", "linear") and t.max_steps <= o.warmup_steps:
-        problems.append(f"optim.scheduler={o.scheduler} decays over train.max_steps, which must be larger than "
-                        f"optim.warmup_steps={o.warmup_steps} (got {t.max_steps})")
-    if t.fit_schedule_to_time and (t.max_time_minutes <= 0 or o.scheduler not in ("cosine", "linear")):
-        problems.append(f"train.fit_schedule_to_time=true fits a cosine or linear decay into train.max_time_minutes; "
-                        f"got optim.scheduler={o.scheduler!r}, train.max_time_minutes={t.max_time_minutes}")
-    if t.validate_after_updates < 0 or t.valid_every_epochs < 1 or t.valid_every_steps < 0:
-        problems.append(f"train.validate_after_updates={t.validate_after_updates}, train.valid_every_epochs="
-                        f"{t.valid_every_epochs}, train.valid_every_steps={t.valid_every_steps}: need >= 0, >= 1, >= 0")
-    if t.max_tokens <= 0 or t.update_freq < 1:
-        problems.append(f"train.max_tokens={t.max_tokens} must be > 0 and train.update_freq={t.update_freq} >= 1")
-    if s.beam_size < 1 or s.nbest < 1 or s.nbest > s.beam_size:
-        problems.append(f"search.beam_size={s.beam_size}, search.nbest={s.nbest}: need 1 <= nbest <= beam_size")
-    if cfg.data.src_lang == cfg.data.tgt_lang:
-        problems.append(f"data.src_lang and data.tgt_lang are both {cfg.data.src_lang!r}")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
 def config_to_yaml(cfg: Config) -> str:
     """Serialise a :class:`Config` (stored inside every checkpoint)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def config_from_yaml(text: str) -> Config:
-    """Inverse of :func:`config_to_yaml`; unknown keys raise ``omegaconf`` errors."""
-    loaded = OmegaConf.create(text)
-    merged = OmegaConf.merge(OmegaConf.structured(Config), loaded)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases (``*name``): an alias bomb would take exponential time."""
+
+    def compose_node(self, parent, index):  # noqa: D102 (yaml.composer.Composer API)
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"YAML aliases (*name) are not allowed ({mark})")
+        return super().compose_node(parent, index)
+
+
+def _find_interpolation(node: Any, path: str = "") -> Optional[str]:
+    """The dotted key of the first string (key or value) holding ``${``, or None."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{path}.{k}" if path else str(k)
+            if "${" in str(k):
+                return key
+            found = _find_interpolation(v, key)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _find_interpolation(v, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(node, str) and "${" in node:
+        return path
+    return None
+
+
+def config_from_yaml(text: str, source: str = "config.yaml") -> Config:
+    """Inverse of :func:`config_to_yaml` for text that may come from anyone (a shared checkpoint).
+
+    The YAML is read with a safe loader (no tags, no aliases) and is refused when any string holds
+    ``${``: OmegaConf would resolve it (``${oc.env:SECRET}``), and nmt never writes one (R30).
+    Types are checked against the schema; value ranges are :func:`nmt.config_checks.validate`'s.
+
+    Raises:
+        ConfigError: naming ``source`` and the key: not YAML, an interpolation, an unknown key
+            or a wrong type.
+    """
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    key = _find_interpolation(data)
+    if key is not None:
+        raise ConfigError(f"{source}: {key} holds an interpolation ('${{...}}'); a checkpoint's config is "
+                          "plain values, and nmt does not resolve them")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except Exception as err:  # omegaconf raises several error types
+        raise ConfigError(f"{source}: does not match this version of nmt: {str(err).splitlines()[0]}") from None
 
 
 def parse_cli(schema: type, argv: list[str]) -> Any:

@@ -198,7 +198,7 @@ def bench_translation(ckpt: str, sentences: int, beam_size: int, batch_size: int
 
     from nmt.data.corpus import load_split
     from nmt.evaluate import score_corpus, translate_texts
-    from nmt.train.checkpoint import load_model
+    from nmt.checkpoint import load_model
 
     loaded = load_model(ckpt)
     test = load_split(loaded.config.data, "test")

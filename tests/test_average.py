@@ -170,3 +170,38 @@ def test_trainer_keeps_the_best_n_by_dev_bleu_and_tries_their_average(tmp_path, 
         assert index["best"] == "averaged" == results["checkpoint"]
     else:
         assert index["best"].startswith("step-") and not (tmp_path / "checkpoints" / "averaged").exists()
+
+
+def test_out_never_replaces_the_run_or_a_folder_that_is_not_a_checkpoint(tiny_run, tmp_path):
+    """Issue 36 A2, R31: out=RUN/checkpoints, out=RUN or out=a folder of other files deleted
+    them; now each is refused and nothing is touched. A checkpoint nmt-average did not write is
+    replaced only with force=true; a run that a trainer holds is refused (R32)."""
+    import shutil
+
+    from nmt.cli.average import average
+
+    run = _copy_run(tiny_run[0], tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "en-fr.txt").write_text("someone else's model")
+
+    def files():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+    before = files()
+    for out in (run / "checkpoints", run, models, tmp_path):
+        with pytest.raises(SystemExit, match="^error: out="):
+            average([f"run={run}", "n=2", f"out={out}", "num_threads=1"])
+    assert files() == before
+    step = sorted((run / "checkpoints").glob("step-*"))[0]
+    shutil.copytree(step, models / "de-en")  # a training checkpoint kept elsewhere
+    with pytest.raises(SystemExit, match="force=true"):
+        average([f"run={run}", "n=2", f"out={models / 'de-en'}", "num_threads=1"])
+    from nmt.train.checkpoint import RunLock
+
+    with RunLock(run):
+        with pytest.raises(SystemExit, match="in use by another nmt process"):
+            average([f"run={run}", "n=2", "num_threads=1"])
+    average([f"run={run}", "n=2", f"out={models / 'de-en'}", "force=true", "num_threads=1"])
+    assert json.loads((models / "de-en" / "meta.json").read_text())["averaged"]
+    assert (models / "en-fr.txt").read_text() == "someone else's model"

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from nmt.config import Config, OptimConfig, TrainConfig, validate
+from nmt.config import Config, OptimConfig, TrainConfig
+from nmt.config_checks import validate
 from nmt.train import budget, optim
 from nmt.train import trainer as trainer_module
 from nmt.train.trainer import Trainer, TrainingInterrupted

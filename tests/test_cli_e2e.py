@@ -100,6 +100,32 @@ def test_translate_keeps_one_output_line_per_input_line_whatever_the_input(train
     assert len(args.stdout.split("\n")) == 3 and args.stdout.split("\n")[1] == ""
 
 
+def test_a_long_line_and_a_model_that_never_ends_keep_every_output_line(trained_run, tmp_path, monkeypatch):
+    """R25 (issue 36 B5): a first line of 900 words, then "A man rides a bike.", with a model
+    that never emits EOS on its own: the output is capped at the model's positions (it raised
+    "sequence position 1025 exceeds max_positions=1024" and wrote no output file at all)."""
+    import math
+
+    from nmt.cli.translate import main
+    from nmt.data.batch import EOS_ID
+    from nmt.models.seq2seq import Seq2Seq
+
+    step = Seq2Seq.step
+
+    def never_eos(self, tokens, state, need_attn=True):
+        lprobs, attn, state = step(self, tokens, state, need_attn)
+        lprobs[:, EOS_ID] = math.log(1e-30)  # finite: the search still ends a hypothesis at its maximum length
+        return lprobs, attn, state
+
+    monkeypatch.setattr(Seq2Seq, "step", never_eos)
+    run_dir, _, _ = trained_run
+    (tmp_path / "in.txt").write_text(" ".join(["bicycle"] * 900) + "\nA man rides a bike.\n")
+    out = tmp_path / "out.txt"
+    main([f"ckpt={run_dir}", f"input={tmp_path / 'in.txt'}", f"output={out}", "beam_size=2", "batch_size=1"])
+    lines = out.read_text().split("\n")
+    assert len(lines) == 3 and lines[2] == "" and lines[0] and lines[1]
+
+
 def test_translate_errors_are_clear(trained_run, tmp_path):
     run_dir, env, _ = trained_run
     proc = subprocess.run([_script("nmt-translate"), f"ckpt={run_dir}", "beam_sise=2", "x"], capture_output=True,

@@ -59,7 +59,7 @@ def test_bad_enum_value_fails():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS + [None])
 def test_shipped_configs_are_valid(experiment):
-    from nmt.config import validate
+    from nmt.config_checks import validate
 
     validate(to_config(_compose([f"experiment={experiment}"] if experiment else [])))
 
@@ -78,7 +78,8 @@ def test_shipped_configs_are_valid(experiment):
 def test_impossible_combinations_fail_before_any_work_naming_the_key(overrides, named):
     """Combinations the schema cannot express are refused by nmt.config.validate, which nmt-train
     calls before reading data (every message names the key)."""
-    from nmt.config import ConfigError, validate
+    from nmt.config import ConfigError
+    from nmt.config_checks import validate
 
     with pytest.raises(ConfigError) as info:
         validate(to_config(_compose(overrides)))
@@ -145,3 +146,62 @@ def test_nmt_train_refuses_an_impossible_combination_before_reading_data(tmp_pat
     assert proc.returncode == 2
     assert "model.d_model=256 is not divisible by model.num_heads=3" in proc.stdout + proc.stderr
     assert "no-data-here" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.log_every_steps=0", "train.log_every_steps=0"),
+    ("search.batch_size=0", "search.batch_size=0"),
+    ("search.batch_size=-1", "search.batch_size=-1"),
+    ("optim.lr=0", "optim.lr=0"),
+    ("train.keep_last=1", "train.keep_last=1"),
+    ("model.d_model=0", "model.d_model=0"),
+    ("model.max_positions=100000000", "model.max_positions=100000000"),
+    ("data.max_len=1024", "data.max_len=1024 must be below model.max_positions=1024"),
+    ("data.tgt_lang=../../etc", "data.tgt_lang='../../etc'"),
+    ("optim.clip_norm=nan", "optim.clip_norm=nan"),
+])
+def test_values_that_would_fail_late_or_silently_are_refused_naming_the_key(override, named):
+    """Issue 36 B9: values that used to fail after an epoch (or never, with empty translations
+    and BLEU 0) are refused by nmt.config_checks.validate before any work, naming the key."""
+    from nmt.config import ConfigError
+    from nmt.config_checks import validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(to_config(_compose([override])))
+    assert named in str(info.value)
+
+
+@pytest.mark.parametrize("option", ["batch_size=0", "batch_size=-3", "beam_size=0", "chunk_size=0", "nbest=0"])
+def test_console_script_options_are_range_checked(option):
+    """Issue 36 B9: nmt-translate batch_size=-3 silently translated every line to nothing."""
+    from nmt.cli.translate import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["ckpt=unused", option, "a sentence"])
+    assert str(info.value).startswith("error: ") and option.split("=")[0] in str(info.value)
+
+
+def test_a_checkpoints_config_is_never_interpolated(monkeypatch):
+    """R30: a shared checkpoint's config.yaml holding ${oc.env:...} is refused, never resolved
+    (it would hand an environment secret, or a path built from one, to the code)."""
+    from nmt.config import ConfigError
+
+    monkeypatch.setenv("SECRET_TOKEN", "do-not-leak")
+    for text in ("data:\n  dir: ${oc.env:SECRET_TOKEN}\n", "data:\n  tgt_lang: x${oc.env:HOME}\n",
+                 "name: ${oc.create:{a: 1}}\n", "a: &x [1]\nb: *x\n", "- not a mapping\n"):
+        with pytest.raises(ConfigError) as info:
+            config_from_yaml(text, "model/config.yaml")
+        assert "model/config.yaml" in str(info.value) and "do-not-leak" not in str(info.value)
+
+
+def test_an_empty_dev_split_is_refused_when_it_is_read(tmp_path):
+    """Issue 36 B9: an empty dev split failed with ZeroDivisionError after the first epoch."""
+    from nmt.config import DataConfig
+    from nmt.data.corpus import DataError, load_split
+
+    for name in ("train.en", "train.de"):
+        (tmp_path / name).write_text("a b\n")
+    for name in ("valid.en", "valid.de"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(DataError, match="valid split 'valid' is empty"):
+        load_split(DataConfig(dir=str(tmp_path), download=False), "valid")

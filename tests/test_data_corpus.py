@@ -51,8 +51,9 @@ def test_only_newline_splits(tmp_path):
     path = write(tmp_path / "f.txt", text)
     lines = read_lines(path)
     assert len(lines) == path.read_bytes().count(b"\n") + 1 == 5
-    assert lines[0] == "a\u2028b" and lines[1] == "c\x85d"
-    assert lines[2] == "e f" and lines[3] == "g h"  # C0 controls become spaces (R26)
+    # never split on them (R19), and U+2028, NEL (U+0085) and C0 controls become spaces (R26)
+    assert lines[0] == "a b" and lines[1] == "c d"
+    assert lines[2] == "e f" and lines[3] == "g h"
     assert lines[4] == "last-without-newline"
 
 

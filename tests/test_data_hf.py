@@ -241,3 +241,21 @@ def test_hf_data_configs_compose(name):
             f"data={name}", "data.hf_data_files={train: a.jsonl, validation: b.jsonl}"]))
     assert cfg.data.hf_name and cfg.data.hf_data_files == HFDataFiles(train="a.jsonl", validation="b.jsonl")
     assert cfg.data.streaming == (name == "wmt14_hf")
+
+
+def test_rows_missing_a_language_are_reported(tmp_path, caplog):
+    """Issue 36 C18: a dev row whose nested translation lacks the target language became an
+    empty reference without a word; now each side's count and first row are reported."""
+    import logging
+
+    path = tmp_path / "validation.jsonl"
+    rows = [{"translation": {"en": "a house", "de": "ein Haus"}}, {"translation": {"en": "a tree"}},
+            {"translation": {"en": "the dog", "de": None}}, {"translation": {"de": "die Katze"}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(hf_name="json", hf_data_files=HFDataFiles(validation=str(path)),
+                     hf_cache_dir=str(tmp_path / "hf-cache"))
+    with caplog.at_level(logging.WARNING):
+        text = load_split(cfg, "valid")
+    assert text.tgt == ["ein Haus", "", "", "die Katze"]  # dev keeps every row (R23)
+    assert "2 rows have no 'de' text (first: row 2)" in caplog.text
+    assert "1 rows have no 'en' text (first: row 4)" in caplog.text

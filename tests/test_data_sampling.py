@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nmt.config import ConfigError, TokenizerConfig, validate
+from nmt.config import ConfigError, TokenizerConfig
+from nmt.config_checks import validate
 from nmt.data.dataset import BucketingSampler, TokenizedDataset
 from nmt.data.sampling import SubwordSampling
 from nmt.data.tokenizer import train_tokenizer

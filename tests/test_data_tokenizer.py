@@ -100,3 +100,16 @@ def test_separate_models(tmp_path):
 def test_vocab_too_small_for_byte_fallback(tmp_path):
     with pytest.raises(DataError, match="vocab_size"):
         train_tokenizer(SRC, TGT, TokenizerConfig(vocab_size=100, byte_fallback=True), None)
+
+
+def test_byte_fallback_pieces_never_split_a_line_or_a_column(tmp_path):
+    """R33 (issue 36 B6): byte-fallback pieces <0x0A>, <0x0D>, <0x09>, ... decode to newlines and
+    tabs; in nmt's text outputs they become spaces, so hypothesis files and nmt-translate keep
+    one line per input line and their columns."""
+    tok = train_tokenizer(SRC, TGT, TokenizerConfig(vocab_size=400, byte_fallback=True), tmp_path)
+    word = tok.encode_tgt(["Mann"])[0]
+    for char in "\n\r\t\x0b\x0c\x1c\x85\u2028\u2029\x00":
+        pieces = [tok._tgt.piece_to_id(f"<0x{b:02X}>") for b in char.encode("utf-8")]
+        assert all(p > 3 for p in pieces), char  # real byte-fallback pieces
+        (text,) = tok.decode_tgt([word + pieces + word])
+        assert len(f"{text}\n".splitlines()) == 1 and "\t" not in text and text.split() == ["Mann", "Mann"], repr(text)

@@ -7,7 +7,8 @@ import torch
 from nmt.config import Config, ModelConfig, TokenizerConfig
 from nmt.data.batch import Batch
 from nmt.models import build_model
-from nmt.models.ensemble import Ensemble, load_ensemble
+from nmt.checkpoint import load_ensemble
+from nmt.models.ensemble import Ensemble
 from nmt.search import beam_search, greedy_search
 
 V = 40

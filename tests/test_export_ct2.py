@@ -121,3 +121,25 @@ def test_gated_ffn_exports_to_ctranslate2_ffn_glu_with_the_same_scores(trained_r
     for i, result in enumerate(results):
         n = len(tgt_ids[i]) + 1  # the pieces and </s>
         torch.testing.assert_close(torch.tensor(result.log_probs), ours[i, :n], rtol=1e-3, atol=1e-3)
+
+
+def test_export_replaces_only_an_earlier_export_and_leaves_no_stale_file(trained_run, tmp_path):
+    """Issue 36 C14, R1, R31: the export is written beside out= and renamed into place; force=true
+    replaces an earlier export wholly (no file of it is left), and a folder that is not an export
+    is never replaced, force or not."""
+    from nmt.export.ctranslate2 import ExportError, export_ctranslate2
+
+    run_dir, _, _ = trained_run
+    out = tmp_path / "ct2"
+    export_ctranslate2(str(run_dir), out)
+    (out / "stale.bin").write_bytes(b"from an older export")
+    export_ctranslate2(str(run_dir), out, force=True)
+    assert not (out / "stale.bin").exists() and (out / "model.bin").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]  # no temporary directory left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    for force in (False, True):
+        with pytest.raises(ExportError, match="not a model exported by nmt-export"):
+            export_ctranslate2(str(run_dir), mine, force=force)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]

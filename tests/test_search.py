@@ -148,3 +148,42 @@ def test_nbest_sorted_and_alignment_shapes(random_model):
 def test_nbest_larger_than_beam_is_refused(random_model):
     with pytest.raises(ValueError, match="nbest"):
         beam_search(random_model, Batch.collate(SOURCES), beam_size=2, nbest=3)
+
+
+class NeverEnds(ScriptedModel):
+    """A scripted model that never wants EOS, with a position table of ``max_positions``."""
+
+    def __init__(self, max_positions):
+        super().__init__({})
+        self.max_positions = max_positions
+
+    def step(self, tokens, state, need_attn=True):
+        lprobs, attn, new = super().step(tokens, state, need_attn)
+        lprobs[:] = math.log(1e-3)
+        lprobs[:, A] = math.log(0.9)
+        return lprobs, attn, new
+
+
+@pytest.mark.parametrize("search", ["beam", "greedy"])
+def test_output_length_is_capped_at_the_models_positions(search):
+    """R25 (issue 36 B5): however large max_len_a/max_len_b, search never decodes a position the
+    model does not have: at most max_positions - 1 tokens before EOS (a looping model, a long input)."""
+    batch = Batch.collate([[8] * 30, [8, 8]])
+    model = NeverEnds(max_positions=12)
+    hyps = (beam_search(model, batch, beam_size=2, max_len_a=10.0, max_len_b=500) if search == "beam"
+            else greedy_search(model, batch, max_len_a=10.0, max_len_b=500))
+    assert [len(h[0].tokens) for h in hyps] == [11, 11]
+    assert max_output_lengths(torch.tensor([5]), 1e12, 10**12).item() >= 10**9  # no overflow
+
+
+@pytest.mark.parametrize("arch", ["transformer", "rnn"])
+def test_a_real_model_decodes_a_source_as_long_as_its_positions(arch):
+    """R25: a Transformer (and an RNN, bounded by the same setting) decodes a source of
+    max_positions - 1 tokens with the default max_len_a=1.2 without a position error."""
+    cfg = ModelConfig(arch=arch, d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1,
+                      embed_dim=16, hidden_size=16, max_positions=20)
+    torch.manual_seed(0)
+    model = build_model(cfg, 12, 12).eval()
+    batch = Batch.collate([[5 + i % 6 for i in range(19)]])
+    for hyps in (beam_search(model, batch, beam_size=2), greedy_search(model, batch)):
+        assert len(hyps[0][0].tokens) <= 19

@@ -65,19 +65,46 @@ def test_signal_saves_exits_75_and_the_same_command_resumes(tmp_path, multi30k_d
 
 
 def test_second_signal_exits_at_once(tmp_path, multi30k_dir):
-    """R16: a second signal does not wait for the save."""
+    """R16: a second signal does not wait for the save. Two signals sent back to back merge into
+    one (the kernel keeps one pending SIGTERM), so the second is sent once the first has been
+    handled, with the process frozen (SIGSTOP) so that it cannot finish its save in between."""
     run_dir = tmp_path / "run"
     proc = _start(run_dir, tmp_path, multi30k_dir)
     _wait_for(run_dir / "train.log", "epoch 1 step 2 ", proc)
     proc.send_signal(signal.SIGTERM)
+    seen, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if not line or "SIGTERM received: finishing the current update" in line:
+            break
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=25)
-    assert proc.returncode in (75, 128 + signal.SIGTERM)  # the first may already have finished saving
+    proc.send_signal(signal.SIGCONT)
+    out, _ = proc.communicate(timeout=25)
+    out = "".join(seen) + out
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]  # not 75: it did not wait to save
+    assert "second signal (SIGTERM): exiting now without saving" in out
+
+
+def _wait_for_a_save(ckpt_dir: Path, proc: subprocess.Popen, timeout: float = 60) -> bool:
+    """Poll until a checkpoint is being written (a ``.tmp-`` entry exists); True when seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if any(name.startswith(".tmp-") for name in os.listdir(ckpt_dir)):
+                return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.0005)
+    return False
 
 
 def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, multi30k_dir):
-    """R1, R2, R3: SIGKILL a training subprocess at random moments during frequent saves, 10
-    times; every time the newest complete checkpoint loads, and re-running the same command
+    """R1, R2, R3: SIGKILL a training subprocess 10 times during frequent saves, most of them
+    aimed at a save in progress (the process is frozen with SIGSTOP when a temp entry appears,
+    and the kill counts as mid-save only if the entry is still there); at least half land
+    mid-save. Every time the newest complete checkpoint loads, and re-running the same command
     resumes from it; finally the run completes."""
     import random
     import re
@@ -85,9 +112,10 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, multi
     from nmt.train import checkpoint as ckpt_io
 
     run_dir, log_path = tmp_path / "run", tmp_path / "run" / "train.log"
+    ckpt_dir = run_dir / "checkpoints"
     extra = ("train.save_every_steps=2", "train.max_steps=100000", "train.keep_last=2")
     rng = random.Random(0)
-    resumed_steps = []
+    resumed_steps, landed = [], []
     for attempt in range(10):
         before = log_path.read_text(errors="replace") if log_path.exists() else ""
         proc = _start(run_dir, tmp_path, multi30k_dir, *extra)
@@ -98,18 +126,26 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, multi
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"attempt {attempt}: exited early ({proc.returncode})"
-        time.sleep(rng.uniform(0.0, 1.5))
+        if attempt % 4 == 3:  # now and then a moment that is not chosen by the saves
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            time.sleep(rng.uniform(0.0, 0.5))
+            assert _wait_for_a_save(ckpt_dir, proc), f"attempt {attempt}: no save seen"
+        proc.send_signal(signal.SIGSTOP)  # frozen: what is on disk now is what the kill leaves
+        temps = [p.name for p in ckpt_dir.iterdir() if p.name.startswith(".tmp-")] if ckpt_dir.exists() else []
+        landed.append("mid-save" if temps else "between saves")
         proc.kill()
         proc.communicate(timeout=30)
-        newest = [c for c in ckpt_io.complete_checkpoints(run_dir / "checkpoints") if c.name.startswith("step-")]
+        newest = [c for c in ckpt_io.complete_checkpoints(ckpt_dir) if c.name.startswith("step-")]
         assert newest, f"attempt {attempt}: no complete checkpoint"
         ckpt_io.load_trainer_state(newest[-1])  # loads safely
-        assert not [p for p in (run_dir / "checkpoints").iterdir()
+        assert not [p for p in ckpt_dir.iterdir()
                     if p.is_dir() and not p.name.startswith(".tmp-") and not (p / ckpt_io.MARKER).exists()]
         text = log_path.read_text(errors="replace")[len(before):]
         found = re.search(r"resuming from \S*step-(\d+)", text)
         if found:
             resumed_steps.append(int(found.group(1)))
+    assert landed.count("mid-save") >= len(landed) // 2, landed
     last = int(newest[-1].name.split("-")[1])
     final = _start(run_dir, tmp_path, multi30k_dir, *extra, f"train.max_steps={last + 4}")
     out, _ = final.communicate(timeout=300)
@@ -118,3 +154,4 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(tmp_path, multi
     assert f"resuming from {newest[-1]}" in log  # exactly the newest complete checkpoint
     assert len(resumed_steps) >= 8 and resumed_steps == sorted(resumed_steps)  # never went back
     assert f'"steps": {last + 4}' in (run_dir / "results.json").read_text()
+    assert not list(ckpt_dir.glob(".tmp-*"))  # the trainer (the lock holder) cleaned what the kills left

@@ -132,16 +132,22 @@ def test_tied_weights_survive_safetensors_round_trip(tmp_path):
 
 
 def test_resolve_refuses_incomplete_and_finds_latest(tmp_path):
-    """R3: a checkpoint without its completeness marker is refused; stale temp dirs are removed."""
-    _, _, first = _save(tmp_path, "step-0000001", 1)
-    _, _, second = _save(tmp_path, "step-0000002", 2)
+    """R3, R31: a checkpoint without its completeness marker is refused; listing skips stale temp
+    dirs and deletes nothing (a reader may run beside a saving trainer); the lock holder's
+    cleanup removes them, and only inside a ``checkpoints/`` folder."""
+    root = tmp_path / "checkpoints"
+    _, _, first = _save(root, "step-0000001", 1)
+    _, _, second = _save(root, "step-0000002", 2)
     (second / ckpt_io.MARKER).unlink()
     with pytest.raises(ckpt_io.CheckpointError, match="incomplete"):
         ckpt_io.resolve_checkpoint(second)
-    assert ckpt_io.resolve_checkpoint(tmp_path) == first  # no index: newest complete one
-    (tmp_path / ".tmp-step-0000003").mkdir()
-    assert [p.name for p in ckpt_io.complete_checkpoints(tmp_path)] == ["step-0000001"]
-    assert not (tmp_path / ".tmp-step-0000003").exists()  # stale temp dirs are cleaned up
+    assert ckpt_io.resolve_checkpoint(root) == first  # no index: newest complete one
+    (root / ".tmp-step-0000003.123.abcd").mkdir()
+    assert [p.name for p in ckpt_io.complete_checkpoints(root)] == ["step-0000001"]
+    assert (root / ".tmp-step-0000003.123.abcd").exists()  # readers never delete (R31)
+    (tmp_path / ".tmp-mine").mkdir()  # a user's file beside the checkpoints folder
+    assert ckpt_io.clean_stale_temps(tmp_path) == 0 and (tmp_path / ".tmp-mine").exists()
+    assert ckpt_io.clean_stale_temps(root) == 1 and not (root / ".tmp-step-0000003.123.abcd").exists()
 
 
 def test_load_model_refuses_newer_format_and_corrupt_files(tmp_path):
@@ -184,8 +190,8 @@ def test_prune_keeps_best_and_latest(tmp_path):
 def test_a_kill_while_removing_a_checkpoint_leaves_no_half_deleted_one(tmp_path, monkeypatch):
     """R3, R5: pruning or overwriting renames the directory out of sight before deleting it, so
     a kill in the middle of the deletion (here: rmtree dies after one file) leaves only a temp
-    directory, which the next listing cleans; a marked directory whose meta.json is gone (a
-    hand edit) is left out with a warning instead of failing every listing."""
+    directory, which the listing skips and the lock holder's cleanup removes; a marked directory
+    whose meta.json is gone (a hand edit) is left out with a warning instead of failing every listing."""
     import shutil
     from pathlib import Path
 
@@ -208,7 +214,7 @@ def test_a_kill_while_removing_a_checkpoint_leaves_no_half_deleted_one(tmp_path,
     visible = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")]
     assert all((p / module.MARKER).exists() and (p / "meta.json").exists() for p in visible)
     assert [p.name for p in module.complete_checkpoints(tmp_path)] == ["step-0000002"]
-    assert not list(tmp_path.glob(".tmp-*"))  # cleaned by the listing
+    assert list(tmp_path.glob(".tmp-*"))  # skipped by the listing, deleted by nobody but the lock holder
     (tmp_path / "step-0000002" / "meta.json").unlink()
     assert module.complete_checkpoints(tmp_path) == []
 

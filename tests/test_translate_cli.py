@@ -109,7 +109,7 @@ def test_streaming_in_small_chunks_keeps_input_order_and_output(ckpts, capsys):
     _translate(capsys, ckpts, "chunk_size=2", f"output={out}")
     assert out.read_text(encoding="utf-8") == _translate(capsys, ckpts)
     assert [p.name for p in out.parent.iterdir()] == ["hyp.txt"]  # the temporary file was renamed
-    with pytest.raises(SystemExit, match="chunk_size must be at least 1"):
+    with pytest.raises(SystemExit, match="chunk_size=0: must be between 1 and"):
         _translate(capsys, ckpts, "chunk_size=0")
 
 
@@ -201,7 +201,7 @@ def test_ensemble_of_two_checkpoints_from_the_cli(ckpts):
     import torch
 
     from nmt.data.batch import Batch
-    from nmt.models.ensemble import load_ensemble
+    from nmt.checkpoint import load_ensemble
     from nmt.search import beam_search
 
     proc = subprocess.run([_script("nmt-translate"), f"ckpt={ckpts / 'a'},{ckpts / 'b'}", "beam_size=2",

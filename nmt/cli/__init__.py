@@ -1,7 +1,9 @@
 """Thin command-line entry points."""
+import functools
 import logging
+import os
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 def setup_logging(logfile=None) -> None:
@@ -26,7 +28,8 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
     logging, applies a ``num_threads`` option (> 0) to torch, and returns ``schema`` parsed from ``parse`` (default: ``argv``).
 
     Raises:
-        SystemExit: an unknown key or a value of the wrong type (see :func:`nmt.config.parse_cli`).
+        SystemExit: an unknown key, a value of the wrong type (see :func:`nmt.config.parse_cli`)
+            or out of range (:func:`nmt.config_checks.check_options`).
     """
     from nmt.config import parse_cli
 
@@ -38,10 +41,35 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
 
         print(format_versions())
         return None
+    from nmt.config import ConfigError
+    from nmt.config_checks import check_options
+
     setup_logging()
     cfg = parse_cli(schema, argv if parse is None else parse)
+    try:
+        check_options(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     if getattr(cfg, "num_threads", 0) > 0:  # every CLI's num_threads option: torch intra-op threads
         import torch
 
         torch.set_num_threads(cfg.num_threads)
     return cfg
+
+
+def one_error_line(main: Callable) -> Callable:
+    """Wrap a console script's ``main`` so that any failure ends in one ``error:`` line on stderr
+    and exit status 1, not a traceback (``NMT_TRACEBACK=1`` shows the traceback instead)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Exception as err:  # SystemExit and KeyboardInterrupt are not Exceptions: they pass
+            if os.environ.get("NMT_TRACEBACK"):
+                raise
+            text = (str(err).strip().splitlines() or [""])[0]
+            sys.stderr.write(f"error: {type(err).__name__}: {text} (NMT_TRACEBACK=1 shows where)\n")
+            raise SystemExit(1) from None
+
+    return wrapper

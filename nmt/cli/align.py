@@ -19,6 +19,8 @@ import logging
 import sys
 from typing import Optional
 
+from nmt.cli import one_error_line
+
 log = logging.getLogger("nmt.align")
 
 
@@ -59,6 +61,7 @@ def choose_heads(maps, layer: Optional[int], head: str, gold, shift: bool):
     return best[0], best[1], tried
 
 
+@one_error_line
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-align``."""
     from nmt.cli import parse_options
@@ -72,7 +75,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     from nmt.attention_maps import collect_attention, word_alignment
     from nmt.data.corpus import DataError, read_parallel
     from nmt.io import atomic_write_text
-    from nmt.train.checkpoint import CheckpointError, load_model
+    from nmt.checkpoint import CheckpointError, load_model
 
     try:
         pairs = read_parallel(cfg.src, cfg.tgt, on_empty="error", name="alignment input")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from nmt.cli import comma_list
+from nmt.cli import comma_list, one_error_line
 
 log = logging.getLogger("nmt.evaluate")
 
@@ -56,6 +56,7 @@ class System:
         return ",".join(map(str, members)) if members else str(self.loaded.path)
 
 
+@one_error_line
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-evaluate``."""
     evaluate(sys.argv[1:] if argv is None else argv)
@@ -63,8 +64,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def _system(role: str, ckpt: Optional[str], hyp: Optional[str], device: str) -> Optional[System]:
     """Load ``ckpt`` (a comma list: an ensemble) or take ``hyp`` files; None when neither is given."""
-    from nmt.models.ensemble import load_ensemble
-    from nmt.train.checkpoint import CheckpointError
+    from nmt.checkpoint import load_ensemble
+    from nmt.checkpoint import CheckpointError
 
     names = ("ckpt", "hyp") if role == "system" else ("baseline", "baseline_hyp")
     if ckpt and hyp:
@@ -113,6 +114,22 @@ def _test_sets(cfg, data_cfg) -> list[TestSet]:
     return sets
 
 
+def inference_data(saved, data_dir: Optional[str], hf_name: Optional[str], needed: bool = True):
+    """The data settings to read splits with: the checkpoint's languages and split names, the
+    locations the user named (:func:`nmt.config.data_for_inference`, R30).
+
+    Raises:
+        SystemExit: the checkpoint's data came from the hub and the user named no dataset or folder.
+    """
+    from nmt.config import data_for_inference
+
+    if needed and saved.hf_name and not (hf_name or data_dir):
+        raise SystemExit(f"error: the checkpoint was trained on the Hugging Face dataset {saved.hf_name!r}; a "
+                         "checkpoint never chooses what is downloaded: pass hf_name=<dataset> (or data_dir=, or "
+                         "src=/ref= files) to name the data yourself")
+    return data_for_inference(saved, data_dir, hf_name)
+
+
 def search_settings(loaded, beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> dict:
     """A checkpoint's search settings (``beam_size``, ``length_penalty``, ``max_len_a``,
     ``max_len_b``), with ``beam_size``/``length_penalty`` replaced when given."""
@@ -131,6 +148,16 @@ def decode_best(loaded, model, sources: list[str], settings: dict, batch_size: i
     return loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
 
 
+def run_dir_of(ckpt: Path) -> Optional[Path]:
+    """The run directory of checkpoint ``ckpt`` (``RUN/checkpoints/NAME`` with the run's
+    ``checkpoints.json``), or None for a stand-alone model folder, which nmt-evaluate never
+    writes beside (R31)."""
+    from nmt.checkpoint import INDEX
+
+    folder = ckpt.parent
+    return folder.parent if folder.name == "checkpoints" and (folder / INDEX).is_file() else None
+
+
 def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
     """Per set: ``{"texts", "hypotheses" (file), "decode_seconds"}``; decodes with the checkpoint's
     search settings (and writes the files) or reads the given files.
@@ -139,7 +166,7 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
         SystemExit: a hypothesis file count or line count that does not match the test sets.
     """
     from nmt.data.corpus import DataError, read_lines
-    from nmt.io import atomic_write_text
+    from nmt.io import atomic_write_text, inside
 
     out = []
     if system.hyp_files is not None:
@@ -161,7 +188,7 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
     if outputs and len(outputs) != len(sets):
         raise SystemExit(f"error: output= names {len(outputs)} files for {len(sets)} test sets "
                          f"({', '.join(s.name for s in sets)})")
-    run_dir = Path(system.loaded.path).parent.parent
+    run_dir = run_dir_of(Path(system.loaded.path))
     prefix = "hyp." if system.role == "system" else "hyp.baseline."
     settings = search_settings(system.loaded, cfg.beam_size, cfg.length_penalty)
     for i, test in enumerate(sets):
@@ -169,9 +196,16 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
             raise SystemExit(f"error: {test.ref_path} has no source file to decode: give src= with ref=")
         t0 = time.monotonic()
         texts = decode_best(system.loaded, system.loaded.model, test.src, settings, cfg.batch_size, cfg.device)
-        path = Path(outputs[i]) if outputs else run_dir / f"{prefix}{test.name}"
-        atomic_write_text(path, "".join(t + "\n" for t in texts))
-        out.append({"texts": texts, "hypotheses": str(path), "decode_seconds": round(time.monotonic() - t0, 2)})
+        path = Path(outputs[i]) if outputs else None
+        if path is None and run_dir is not None:
+            path = inside(run_dir, f"{prefix}{test.name}")  # test.name is a checked split and language
+        if path is not None:
+            atomic_write_text(path, "".join(t + "\n" for t in texts))
+        out.append({"texts": texts, "hypotheses": None if path is None else str(path),
+                    "decode_seconds": round(time.monotonic() - t0, 2)})
+    if not outputs and run_dir is None:
+        log.info("%s is not inside a run directory: hypotheses are not written (give output=FILE,...)",
+                 system.loaded.path)
     return out
 
 
@@ -272,10 +306,9 @@ def evaluate(argv: list[str]) -> dict:
     if baseline is not None and cfg.bootstrap_samples < 1:
         raise SystemExit(f"error: bootstrap_samples must be >= 1, got {cfg.bootstrap_samples}")
     first = next((s.loaded for s in (system, baseline) if s is not None and s.loaded is not None), None)
-    data_cfg = first.config.data if first is not None else DataConfig()
-    if cfg.data_dir:
-        data_cfg = dataclasses.replace(data_cfg, dir=cfg.data_dir)
-    data_cfg = dataclasses.replace(data_cfg, max_test_pairs=None, max_valid_pairs=None)
+    data_cfg = inference_data(first.config.data if first is not None else DataConfig(), cfg.data_dir, cfg.hf_name,
+                              needed=bool(comma_list(cfg.split)) or not cfg.ref)
+    data_cfg = dataclasses.replace(data_cfg, max_test_pairs=None, max_valid_pairs=None)  # whole test sets
     sets = _test_sets(cfg, data_cfg)
     result: dict = {"system": system.description, "sets": []}
     if system.loaded is not None:

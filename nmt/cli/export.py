@@ -10,9 +10,12 @@ import logging
 import sys
 from typing import Optional
 
+from nmt.cli import one_error_line
+
 log = logging.getLogger("nmt.export")
 
 
+@one_error_line
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-export``."""
     from nmt.cli import parse_options
@@ -24,7 +27,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if cfg.format != "ctranslate2":
         raise SystemExit(f"error: unknown format={cfg.format!r}; the supported format is ctranslate2")
     from nmt.export.ctranslate2 import ExportError, export_ctranslate2
-    from nmt.train.checkpoint import CheckpointError
+    from nmt.checkpoint import CheckpointError
 
     try:
         out = export_ctranslate2(cfg.ckpt, cfg.out, quantization=cfg.quantization, force=cfg.force)

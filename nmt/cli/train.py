@@ -33,15 +33,18 @@ def conf_dir() -> str:
 def run(cfg_node) -> dict:
     """Train with a composed config; outputs go to Hydra's run directory.
 
-    Exit codes: 0 done; 2 bad input, an unusable run directory or checkpoint (the message says
-    which file and what), or a token budget whose largest batch does not fit in memory; 4 training diverged (``train.max_bad_steps`` non-finite updates in a
-    row); 75 stopped by SIGTERM/SIGINT after saving (run the same command again to resume).
+    Exit codes: 0 done; 1 another process of a distributed job failed; 2 bad input, an unusable
+    run directory or checkpoint (the message says which file and what), processes of a
+    distributed job that disagree, or a token budget whose largest batch does not fit in memory;
+    4 training diverged (``train.max_bad_steps`` non-finite updates in a row); 75 stopped by
+    SIGTERM/SIGINT after saving (run the same command again to resume).
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from nmt.config import ConfigError, to_config, validate
+    from nmt.config import ConfigError, to_config
+    from nmt.config_checks import validate
     from nmt.data.corpus import DataError
-    from nmt.train.checkpoint import CheckpointError
+    from nmt.checkpoint import CheckpointError
     from nmt.train import distributed
     from nmt.train.data import prepare_data
     from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, BatchTooLarge, RunDirError, Trainer,
@@ -54,7 +57,7 @@ def run(cfg_node) -> dict:
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
-    dist = distributed.init_distributed(cfg.train.device)
+    dist = distributed.init_distributed(cfg.train.device, timeout_minutes=cfg.train.dist_timeout_minutes)
     try:
         distributed.per_rank_update_freq(cfg.train.update_freq, dist)
     except ValueError as err:
@@ -90,6 +93,9 @@ def run(cfg_node) -> dict:
     except TrainingDiverged as err:
         log.error("%s", err)
         sys.exit(EXIT_DIVERGED)
+    except distributed.PeerFailed as err:
+        log.error("%s", err)
+        sys.exit(1)
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ import re
 import sys
 from typing import Optional
 
+from nmt.cli import one_error_line
+
 log = logging.getLogger("nmt.translate")
 
 
@@ -89,6 +91,7 @@ def output_format(cfg) -> str:
     return fmt
 
 
+@one_error_line
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-translate``."""
     from nmt.cli import parse_options

@@ -77,8 +77,8 @@ class TorchEngine:
         if not cfg.ckpt:
             raise SystemExit("error: give ckpt=DIR (a checkpoint or run directory; DIR1,DIR2 for an ensemble), "
                              "or engine=ctranslate2 model=DIR")
-        from nmt.models.ensemble import load_ensemble
-        from nmt.train.checkpoint import CheckpointError
+        from nmt.checkpoint import load_ensemble
+        from nmt.checkpoint import CheckpointError
 
         paths = comma_list(cfg.ckpt)
         try:

@@ -22,17 +22,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence
 
+from nmt.data.corpus import CONTROL
+from nmt.io import open_temp
+
 log = logging.getLogger("nmt.translate")
 
 FORMATS = ("plain", "score", "tsv", "jsonl")
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f]")  # C0 controls except tab, as in nmt.data.corpus (R26)
 
 
 @dataclass
@@ -52,9 +52,9 @@ class Translated:
 
 def clean_line(text: str, where: str, n: int) -> str:
     """Control characters (NUL, ...) -> spaces with a warning naming ``where`` line ``n``; stripped."""
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         log.warning("%s line %d: control characters (NUL, ...) replaced by spaces", where, n)
-        text = _CONTROL.sub(" ", text)
+        text = CONTROL.sub(" ", text)
     return text.strip()
 
 
@@ -155,7 +155,8 @@ def _column(h: Translated, sep: str) -> str:
 class OutputWriter:
     """Write text chunk by chunk and flush after each: to stdout (streamed), or to ``path``
     through a temporary file in the same directory renamed into place by :meth:`close`
-    (readers see the old file or the whole new one, R1).
+    (readers see the old file or the whole new one, R1). When translation fails part way, the
+    chunks already written are kept as ``<path>.partial`` (R25).
 
     Raises:
         SystemExit: the output file cannot be created or written.
@@ -164,21 +165,22 @@ class OutputWriter:
     def __init__(self, path: Optional[str] = None, stream: Optional[IO[str]] = None) -> None:
         self.path = Path(path) if path else None
         self._tmp: Optional[str] = None
+        self.lines = 0  # lines written so far
         if self.path is None:
             self.stream = stream if stream is not None else sys.stdout
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            self.stream, self._tmp = open_temp(self.path, "w")
         except OSError as err:
             raise SystemExit(f"error: cannot write {self.path}: {err.strerror or err}") from None
-        self.stream = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
 
     def write(self, text: str) -> None:
         """Write and flush ``text``."""
         try:
             self.stream.write(text)
             self.stream.flush()
+            self.lines += text.count("\n")
         except BrokenPipeError:
             if self.path is not None:
                 raise SystemExit(f"error: cannot write {self.path}: broken pipe") from None
@@ -189,23 +191,31 @@ class OutputWriter:
         except OSError as err:
             raise SystemExit(f"error: cannot write {self.path or '<stdout>'}: {err.strerror or err}") from None
 
+    @property
+    def partial_path(self) -> Optional[Path]:
+        """Where :meth:`close` keeps the finished chunks of a failed run."""
+        return None if self.path is None else self.path.with_name(self.path.name + ".partial")
+
     def close(self, ok: bool = True) -> None:
-        """Finish: rename the temporary file into place (``ok``) or delete it."""
+        """Finish: rename the temporary file into place (``ok``), or keep what was written as
+        :attr:`partial_path` (nothing written: delete it)."""
         if self._tmp is None:
             return
         from nmt.io import fsync_dir
 
         tmp, self._tmp = self._tmp, None
+        target = self.path if ok else self.partial_path if self.lines else None
         try:
-            if ok:
+            if target is not None:
                 os.fsync(self.stream.fileno())
             self.stream.close()
-            if ok:
-                os.replace(tmp, self.path)
-                fsync_dir(self.path.parent)
-                return
+            if target is not None:
+                os.replace(tmp, target)
+                fsync_dir(target.parent)
+            if not ok and target is not None:
+                log.error("the %d lines translated before the failure are in %s", self.lines, target)
         except OSError as err:
-            raise SystemExit(f"error: cannot write {self.path}: {err.strerror or err}") from None
+            raise SystemExit(f"error: cannot write {target}: {err.strerror or err}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

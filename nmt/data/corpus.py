@@ -29,7 +29,11 @@ from nmt.config import DataConfig, Policy
 
 logger = logging.getLogger(__name__)
 
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f]")  # C0 controls except tab (\x09)
+#: control characters replaced by a space in every input line (R26): C0 but tab, DEL, C1 (U+0085,
+#: NEL, among them) and the Unicode line and paragraph separators, which split lines elsewhere
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+#: in text nmt writes (R33): the same and tab, so that a hypothesis never splits a line or a column
+OUTPUT_SEPARATORS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOM = b"\xef\xbb\xbf"
 _ROLES = ("train", "valid", "test")
 _SHOW = 5  # line numbers shown in reports
@@ -111,11 +115,11 @@ def _split_bytes(path: Path | str) -> list[bytes]:
 
 def _normalise(texts: Sequence[str], label: str, out: TextLines,
                line_numbers: Optional[Sequence[int]] = None) -> TextLines:
-    """Replace C0 controls (not tab) by spaces and strip; append to ``out`` (R26)."""
+    """Replace :data:`CONTROL` characters by spaces and strip; append to ``out`` (R26)."""
     first = None
     for i, text in enumerate(texts):
-        if _CONTROL.search(text):
-            text = _CONTROL.sub(" ", text)
+        if CONTROL.search(text):
+            text = CONTROL.sub(" ", text)
             out.stats["control_chars"] += 1
             first = first if first is not None else (line_numbers[i] if line_numbers else i + 1)
         out.append(text.strip())
@@ -290,8 +294,8 @@ def load_split(cfg: DataConfig, split: str) -> ParallelText:
     splits keep every line unchanged in count (R23). ``max_*_pairs`` take the first N.
 
     Raises:
-        DataError: missing corpus, bad input (see :func:`read_parallel`), or a training split
-            with no usable pair.
+        DataError: missing corpus, bad input (see :func:`read_parallel`), a training split
+            with no usable pair, or an empty split.
     """
     role, name = split_role(cfg, split)
     if cfg.hf_name:
@@ -311,6 +315,9 @@ def load_split(cfg: DataConfig, split: str) -> ParallelText:
                              drop_empty=role == "train", name=f"{cfg.corpus}/{name}")
     if role == "train" and len(text) == 0:
         raise DataError(f"{text.name}: no usable training pairs ({text.stats})")
+    if len(text) == 0:  # before an epoch of training, not a ZeroDivisionError after it
+        raise DataError(f"{text.name}: the {role or split} split {name!r} is empty; validation and scoring need "
+                        "at least one sentence pair")
     return text
 
 

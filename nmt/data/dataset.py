@@ -60,10 +60,23 @@ class TokenizedDataset:
 
     @classmethod
     def from_text(cls, tokenizer, src_texts: Sequence[str], tgt_texts: Optional[Sequence[str]] = None,
-                  name: str = "") -> "TokenizedDataset":
-        """Encode with a :class:`nmt.data.tokenizer.Tokenizer` and report UNK rates (R24)."""
-        data = cls(tokenizer.encode_src(src_texts),
-                   None if tgt_texts is None else tokenizer.encode_tgt(tgt_texts))
+                  name: str = "", max_len: Optional[int] = None) -> "TokenizedDataset":
+        """Encode with a :class:`nmt.data.tokenizer.Tokenizer` and report UNK rates (R24).
+
+        ``max_len``: sentences longer than this many tokens (a side) are truncated, with a warning
+        giving their number and the first line (dev data a model's positions cannot hold).
+        """
+        src = tokenizer.encode_src(src_texts)
+        tgt = None if tgt_texts is None else tokenizer.encode_tgt(tgt_texts)
+        if max_len is not None:
+            for side, seqs in (("source", src), ("target", tgt or [])):
+                long = [i for i, ids in enumerate(seqs) if len(ids) > max_len]
+                for i in long:
+                    seqs[i] = seqs[i][:max_len]
+                if long:
+                    logger.warning("%s: %d %s sentences longer than %d tokens truncated (first: line %d)",
+                                   name or "data", len(long), side, max_len, long[0] + 1)
+        data = cls(src, tgt)
         for side, rate in data.unk_rate.items():
             if rate > UNK_WARN_RATE:
                 logger.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this "

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from nmt.config import DataConfig, Policy
-from nmt.data.corpus import (_CONTROL, DataError, ParallelText, TextLines, _make_parallel, _max_pairs, _normalise,
+from nmt.data.corpus import (CONTROL, DataError, ParallelText, TextLines, _make_parallel, _max_pairs, _normalise,
                              _report, split_role)
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ def open_hf(cfg: DataConfig, streaming: bool = False) -> dict:
             if streaming:
                 splits = {k: v.to_iterable_dataset(num_shards=max(1, min(64, len(v)))) for k, v in splits.items()}
             return splits
+        # no dataset script ever runs (datasets >= 3 refuses them without trust_remote_code; R30)
         obj = datasets.load_dataset(cfg.hf_name, cfg.hf_config, data_files=data_files,
-                                    revision=cfg.hf_revision, cache_dir=cfg.hf_cache_dir, streaming=streaming)
+                                    revision=cfg.hf_revision, cache_dir=cfg.hf_cache_dir, streaming=streaming,
+                                    trust_remote_code=False)
     except Exception as err:  # datasets raises many types (network, missing files, ...)
         hint = ("; give the files with data.hf_data_files={train: ..., validation: ...}"
                 if cfg.hf_name in ("json", "csv", "parquet", "text") and not data_files else "")
@@ -139,6 +141,16 @@ class TextColumns:
         rows = [r if isinstance(r, Mapping) else {} for r in batch[self.nested]]
         return _as_text([r.get(self.src) for r in rows]), _as_text([r.get(self.tgt) for r in rows])
 
+    def missing(self, batch: Mapping[str, list]) -> tuple[list[int], list[int]]:
+        """0-based rows of a column batch whose source, and whose target, text is absent (None, or
+        a nested row without that language): :meth:`texts` gives ``""`` for them."""
+        if self.nested is None:
+            src, tgt = batch[self.src], batch[self.tgt]
+        else:
+            rows = [r if isinstance(r, Mapping) else {} for r in batch[self.nested]]
+            src, tgt = [r.get(self.src) for r in rows], [r.get(self.tgt) for r in rows]
+        return [i for i, v in enumerate(src) if v is None], [i for i, v in enumerate(tgt) if v is None]
+
     def pair(self, row: Mapping[str, Any]) -> tuple[str, str]:
         """Raw ``(source, target)`` of one row."""
         (src,), (tgt,) = self.texts({k: [v] for k, v in row.items()})
@@ -208,10 +220,17 @@ def load_hf_split(cfg: DataConfig, split_name: str) -> ParallelText:
     role, label, ds = _split(cfg, split_name, cfg.streaming)
     columns = columns_of(ds, cfg, label)
     if cfg.streaming:
-        pairs = [columns.pair(row) for row in ds]
-        src_raw, tgt_raw = [p[0] for p in pairs], [p[1] for p in pairs]
+        rows = list(ds)
+        batch = {k: [row.get(k) for row in rows] for k in ([columns.nested] if columns.nested else
+                                                           [columns.src, columns.tgt])}
     else:
-        src_raw, tgt_raw = columns.texts(column_batch(ds, columns))
+        batch = column_batch(ds, columns)
+    src_raw, tgt_raw = columns.texts(batch)
+    for lang, rows_missing in zip((cfg.src_lang, cfg.tgt_lang), columns.missing(batch)):
+        if rows_missing:
+            logger.warning("%s: %d rows have no %r text (first: row %d); that side is empty%s", label,
+                           len(rows_missing), lang, rows_missing[0] + 1,
+                           "" if role == "train" else ", and so is the reference or source scored against it")
     text = clean_pairs(src_raw, tgt_raw, list(range(1, len(src_raw) + 1)), label, cfg.on_empty, role == "train", cfg)
     _report(text)
     return text
@@ -244,7 +263,7 @@ class _EncodeColumns:
         if self._tok is None:
             self._tok = Tokenizer(self.models, num_threads=1)
         src, tgt = self.columns.texts(batch)
-        clean = lambda xs: [_CONTROL.sub(" ", x).strip() for x in xs]  # noqa: E731  (as corpus._normalise)
+        clean = lambda xs: [CONTROL.sub(" ", x).strip() for x in xs]  # noqa: E731  (as corpus._normalise)
         return {"src_ids": self._tok.encode_src(clean(src)), "tgt_ids": self._tok.encode_tgt(clean(tgt))}
 
 

@@ -24,7 +24,7 @@ import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
 from nmt.data.batch import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from nmt.data.corpus import DataError
+from nmt.data.corpus import OUTPUT_SEPARATORS, DataError
 from nmt.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,12 @@ class Tokenizer:
         """Target id lists -> detokenised sentences.
 
         Each list is cut at its first EOS; PAD and BOS are removed. Accepts lists, numpy
-        arrays or tensors. Raises ValueError for an id outside ``[0, tgt_vocab_size)``.
+        arrays or tensors. Byte-fallback pieces can decode to any character: line and column
+        separators (newline, tab, U+2028, ... :data:`nmt.data.corpus.OUTPUT_SEPARATORS`) become
+        spaces, so one sentence is always one line of any text nmt writes (R33).
+
+        Raises:
+            ValueError: an id outside ``[0, tgt_vocab_size)``.
         """
         clean = []
         size = self.tgt_vocab_size
@@ -142,7 +147,8 @@ class Tokenizer:
             if bad:
                 raise ValueError(f"target id {bad[0]} outside the vocabulary [0, {size})")
             clean.append(seq)
-        return self._tgt.decode(clean, num_threads=self.num_threads) if clean else []
+        texts = self._tgt.decode(clean, num_threads=self.num_threads) if clean else []
+        return [OUTPUT_SEPARATORS.sub(" ", t) if OUTPUT_SEPARATORS.search(t) else t for t in texts]
 
     def src_pieces(self, ids: Sequence[int]) -> list[str]:
         """Source ids -> subword strings (plot labels)."""

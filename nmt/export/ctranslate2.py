@@ -142,41 +142,77 @@ def _cat(*tensors):
     return torch.cat(tensors, dim=0)
 
 
+def is_export(path: Path) -> bool:
+    """True when ``path`` is a model directory written by :func:`export_ctranslate2`."""
+    return path.is_dir() and not path.is_symlink() and (path / "model.bin").is_file() and (path / META_FILE).is_file()
+
+
 def export_ctranslate2(ckpt: str, out: str | Path, quantization: Optional[str] = None, force: bool = False) -> Path:
     """Convert checkpoint ``ckpt`` (a checkpoint or run directory) into the CTranslate2 model
     directory ``out`` (``model.bin``, vocabularies, sentencepiece model(s), ``nmt.json``).
 
+    The directory is written under a temporary name beside ``out`` and renamed into place, so
+    ``out`` is the old export or the whole new one, never a mixture (R1); only an empty folder
+    or an earlier export is ever replaced (R31).
+
     Args:
         quantization: weight type stored in the model (``int8``, ``int16``, ``float16``, ...);
             None keeps float32.
-        force: overwrite an existing ``out``.
+        force: replace an existing export at ``out``.
     Raises:
-        ExportError: unsupported model, unknown quantization, ``out`` exists without ``force``,
-            or ctranslate2 missing.
-        nmt.train.checkpoint.CheckpointError: unreadable checkpoint.
+        ExportError: unsupported model, unknown quantization, ``out`` is an export and no
+            ``force``, ``out`` is something else that is not empty, or ctranslate2 missing.
+        nmt.checkpoint.CheckpointError: unreadable checkpoint.
     """
-    from nmt.train.checkpoint import load_model
+    import os
+    import secrets
+
+    from nmt.checkpoint import load_model
+    from nmt.io import fsync_dir
 
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZATIONS)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose another out= or pass force=true")
+    occupied = out.is_symlink() or out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not is_export(out):
+        raise ExportError(f"{out} exists and is not a model exported by nmt-export; choose another out= "
+                          "(nmt-export replaces only an earlier export)")
+    if occupied and not force:
+        raise ExportError(f"{out} holds an earlier export; choose another out= or pass force=true to replace it")
     loaded = load_model(ckpt)
     spec = build_spec(loaded)
-    out.mkdir(parents=True, exist_ok=True)
-    spec.validate()
-    spec.optimize(quantization=quantization)
-    spec.save(str(out))
-    for name, data in loaded.tokenizer.to_bytes().items():
-        (out / name).write_bytes(data)
-    meta = {"source_checkpoint": str(loaded.path), "quantization": quantization or "float32",
-            "src_lang": loaded.config.data.src_lang, "tgt_lang": loaded.config.data.tgt_lang,
-            "search": {"beam_size": loaded.config.search.beam_size,
-                       "length_penalty": loaded.config.search.length_penalty,
-                       "max_len_a": loaded.config.search.max_len_a, "max_len_b": loaded.config.search.max_len_b},
-            "max_src_len": loaded.config.model.max_positions - 1}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        spec.validate()
+        spec.optimize(quantization=quantization)
+        spec.save(str(tmp))
+        for name, data in loaded.tokenizer.to_bytes().items():
+            (tmp / name).write_bytes(data)
+        meta = {"source_checkpoint": str(loaded.path), "quantization": quantization or "float32",
+                "src_lang": loaded.config.data.src_lang, "tgt_lang": loaded.config.data.tgt_lang,
+                "search": {"beam_size": loaded.config.search.beam_size,
+                           "length_penalty": loaded.config.search.length_penalty,
+                           "max_len_a": loaded.config.search.max_len_a, "max_len_b": loaded.config.search.max_len_b},
+                "max_src_len": loaded.config.model.max_positions - 1, "tokenizer_sha256": loaded.tokenizer.sha256()}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = None
+        if out.is_dir() and occupied:
+            old = out.parent / f".tmp-old-{out.name}.{os.getpid()}.{secrets.token_hex(4)}"
+            os.replace(out, old)
+        elif out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -194,15 +230,22 @@ class CT2Translator:
     def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default",
                  intra_threads: int = 0) -> None:
         ct2 = _import_ctranslate2()
-        from nmt.data.tokenizer import Tokenizer
+        from nmt.checkpoint import CheckpointError, read_json, read_tokenizer
 
         self.dir = Path(model_dir)
-        meta_path = self.dir / META_FILE
-        if not (self.dir / "model.bin").is_file() or not meta_path.is_file():
+        if not is_export(self.dir):
             raise ExportError(f"{self.dir} is not a CTranslate2 model written by nmt-export "
                               f"(needs model.bin and {META_FILE})")
-        self.meta = json.loads(meta_path.read_text())
-        self.tokenizer = Tokenizer.from_bytes({f.name: f.read_bytes() for f in self.dir.glob("*.model")})
+        try:  # an exported model may come from anyone: small files, a tokenizer that matches (R12, R30)
+            self.meta = read_json(self.dir / META_FILE)
+            self.tokenizer = read_tokenizer(self.dir, self.meta if "tokenizer_sha256" in self.meta else None)
+            search, limit = self.meta["search"], self.meta["max_src_len"]
+            if not (isinstance(limit, int) and 1 <= limit < 16384 and isinstance(search, dict)
+                    and isinstance(search.get("beam_size"), int) and 1 <= search["beam_size"] <= 1000
+                    and isinstance(search.get("length_penalty"), (int, float))):
+                raise CheckpointError(f"{self.dir / META_FILE}: search or max_src_len out of range")
+        except (CheckpointError, KeyError, TypeError) as err:
+            raise ExportError(f"{self.dir}: {err}") from None
         self.translator = ct2.Translator(str(self.dir), device=device, compute_type=compute_type,
                                          intra_threads=intra_threads)
         tok = self.tokenizer
@@ -228,7 +271,8 @@ class CT2Translator:
             return out
         results = self.translator.translate_batch(
             [tokens[i] for i in rows], beam_size=max(beam, nbest), num_hypotheses=nbest, length_penalty=alpha,
-            max_batch_size=batch_size, batch_type="examples", max_decoding_length=max_decoding_length,
+            max_batch_size=batch_size, batch_type="examples",
+            max_decoding_length=min(max_decoding_length, limit),  # the positions the model has (R25)
             return_scores=True)
         for i, res in zip(rows, results):
             texts = self.tokenizer.decode_tgt([[self._tgt_ids[p] for p in hyp] for hyp in res.hypotheses])

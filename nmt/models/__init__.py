@@ -30,7 +30,7 @@ def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2S
     encoder = TransformerEncoder(src_embed, src_pos, cfg.encoder_layers, **layer_args)
     decoder = TransformerDecoder(tgt_embed, tgt_pos, cfg.decoder_layers, tie_output=cfg.tie_output,
                                  alignment_layer=cfg.alignment_layer, **layer_args)
-    return Seq2Seq(encoder, decoder)
+    return Seq2Seq(encoder, decoder, cfg.max_positions)
 
 
 def build_rnn(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
@@ -56,7 +56,7 @@ def build_rnn(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     decoder = RNNDecoder(tgt_embed, cfg.rnn_type, cfg.hidden_size, cfg.decoder_layers, cfg.dropout,
                          cfg.decoder.style, cfg.decoder.input_feeding, attention, value_dim=2 * enc_hidden,
                          bridge_dim=enc_hidden, tie_output=cfg.tie_output)
-    return Seq2Seq(encoder, decoder)
+    return Seq2Seq(encoder, decoder, cfg.max_positions)
 
 
 #: architecture name -> builder(cfg, src_vocab, tgt_vocab)

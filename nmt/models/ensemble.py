@@ -10,9 +10,7 @@ reorder all members at once and the searches in :mod:`nmt.search` need no change
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -43,6 +41,8 @@ class Ensemble(nn.Module):
         if len(models) == 0:
             raise ValueError("an ensemble needs at least one model")
         self.models = nn.ModuleList(models)
+        limits = [m.max_positions for m in models if getattr(m, "max_positions", None)]
+        self.max_positions = min(limits) if limits else None  # what every member accepts
 
     def __len__(self) -> int:
         return len(self.models)
@@ -129,39 +129,3 @@ class Ensemble(nn.Module):
         if need_attn and all(o.attn is not None for o in outs):
             attn = torch.stack([o.attn.float().mean(dim=1, keepdim=True) for o in outs]).mean(dim=0)
         return DecoderOutput(logits, attn)
-
-
-def load_ensemble(paths: Sequence[str | os.PathLike], device: str = "cpu", which: str = "best"):
-    """Load one checkpoint (the plain model) or several (an :class:`Ensemble`) for decoding.
-
-    Args:
-        paths: checkpoint or run directories (see :func:`nmt.train.checkpoint.resolve_checkpoint`).
-    Returns:
-        a :class:`~nmt.train.checkpoint.LoadedModel`. With several paths, ``model`` is an
-        :class:`Ensemble`; ``tokenizer``, ``path`` and ``meta`` are the first member's (``meta``
-        gains ``"ensemble": [member checkpoint paths]``); ``config`` is the first member's
-        with ``model.max_positions`` lowered to the smallest of the members', so that
-        ``config.model.max_positions - 1`` is a source length every member accepts.
-    Raises:
-        CheckpointError: no paths, a member that cannot be loaded, or members whose
-            tokenizers differ (compared by sha256, so that ids mean the same thing); the
-            message names both checkpoints.
-    """
-    from nmt.train.checkpoint import CheckpointError, LoadedModel, load_model
-
-    if not paths:
-        raise CheckpointError("no checkpoint given")
-    members = [load_model(p, device=device, which=which) for p in paths]
-    if len(members) == 1:
-        return members[0]
-    first = members[0]
-    for other in members[1:]:
-        if other.tokenizer.sha256() != first.tokenizer.sha256():
-            raise CheckpointError(f"cannot ensemble {first.path} and {other.path}: their sentencepiece models "
-                                  "differ, so token ids mean different things (ensembles need one shared vocabulary)")
-    max_positions = min(m.config.model.max_positions for m in members)
-    config = dataclasses.replace(first.config, model=dataclasses.replace(first.config.model,
-                                                                          max_positions=max_positions))
-    meta = dict(first.meta, ensemble=[str(m.path) for m in members])
-    model = Ensemble([m.model for m in members]).to(device).eval()
-    return LoadedModel(model, config, first.tokenizer, meta, first.path)

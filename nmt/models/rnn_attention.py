@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by nmt.config.validate
+from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by nmt.config_checks.validate
 from nmt.config import ATTENTION_WINDOWS as WINDOWS
 from nmt.models.activations import tanh
 from nmt.models.attention import Attention, Memory

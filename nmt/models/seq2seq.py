@@ -14,12 +14,18 @@ class Seq2Seq(nn.Module):
 
     Training calls :meth:`forward` (teacher forcing); search calls :meth:`encode`,
     :meth:`init_state` and :meth:`step`, and reorders the state with ``state.index_select``.
+
+    Args:
+        max_positions: the longest sequence the model takes, BOS or EOS included (the
+            Transformer's position table; for an RNN, the decoding bound of the same setting).
+            Search never decodes a position beyond it (None: unbounded).
     """
 
-    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+    def __init__(self, encoder: Encoder, decoder: Decoder, max_positions: Optional[int] = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.max_positions = max_positions
 
     def encode(self, src_tokens: Tensor, src_lengths: Tensor, src_mask: Tensor) -> EncoderOutput:
         """src_tokens ``(B,S)`` -> :class:`EncoderOutput` with encoder_out ``(B,S,D)``."""

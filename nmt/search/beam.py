@@ -12,7 +12,7 @@ from torch import Tensor
 
 from nmt.data.batch import BOS_ID, EOS_ID, PAD_ID, Batch
 from nmt.search.hypothesis import Hypothesis
-from nmt.search.penalties import gnmt_length_penalty, max_output_lengths
+from nmt.search.penalties import gnmt_length_penalty, max_output_lengths, output_limit
 
 NEG_INF = float("-inf")
 
@@ -23,11 +23,13 @@ def beam_search(model, batch: Batch, beam_size: int = 5, length_penalty: float =
     """Decode ``batch`` with beam search.
 
     Args:
-        model: provides ``encode``, ``init_state`` and ``step`` (:class:`nmt.models.Seq2Seq`).
+        model: provides ``encode``, ``init_state``, ``step`` and ``max_positions``
+            (:class:`nmt.models.Seq2Seq`).
         beam_size: K, hypotheses kept per sentence.
         length_penalty: GNMT alpha (Wu et al. 2016 eq. 14); finished hypotheses are ranked by
             ``log P / lp``.
-        max_len_a, max_len_b: at most ``a * src_len + b`` tokens before EOS.
+        max_len_a, max_len_b: at most ``a * src_len + b`` tokens before EOS, and never more
+            than ``model.max_positions - 1`` (:func:`~nmt.search.penalties.output_limit`).
         nbest: hypotheses returned per sentence (<= K).
     Returns:
         for each sentence in batch order, up to ``nbest`` :class:`Hypothesis`, best first.
@@ -42,7 +44,7 @@ def beam_search(model, batch: Batch, beam_size: int = 5, length_penalty: float =
     enc = model.encode(batch.src_tokens, batch.src_lengths, batch.src_mask)
     state = model.init_state(enc).expand(k)  # K hypotheses per sentence (encoder entries kept once)
     src_lengths = batch.src_lengths.cpu()
-    max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b)
+    max_lens = max_output_lengths(src_lengths, max_len_a, max_len_b, output_limit(model))
 
     active = torch.arange(bsz)  # sentence id of each active sentence
     tokens = torch.full((bsz * k, 1), BOS_ID, dtype=torch.long)  # (b*K, 1 + t)

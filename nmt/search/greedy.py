@@ -5,7 +5,7 @@ import torch
 
 from nmt.data.batch import BOS_ID, EOS_ID, PAD_ID, Batch
 from nmt.search.hypothesis import Hypothesis
-from nmt.search.penalties import gnmt_length_penalty, max_output_lengths
+from nmt.search.penalties import gnmt_length_penalty, max_output_lengths, output_limit
 
 
 @torch.no_grad()
@@ -13,13 +13,15 @@ def greedy_search(model, batch: Batch, max_len_a: float = 1.2, max_len_b: int = 
                   need_attn: bool = True) -> list[list[Hypothesis]]:
     """Pick the most probable token at each step until EOS or the maximum length.
 
-    ``model`` provides ``encode``, ``init_state`` and ``step`` (see :class:`nmt.models.Seq2Seq`).
+    ``model`` provides ``encode``, ``init_state``, ``step`` and ``max_positions`` (see
+    :class:`nmt.models.Seq2Seq`); at most ``max_len_a * src_len + max_len_b`` tokens are produced
+    before EOS, and never more than ``model.max_positions - 1``.
     Returns one single-element list of :class:`Hypothesis` per sentence, in batch order.
     """
     bsz = batch.size
     enc = model.encode(batch.src_tokens, batch.src_lengths, batch.src_mask)
     state = model.init_state(enc)
-    max_lens = max_output_lengths(batch.src_lengths, max_len_a, max_len_b)
+    max_lens = max_output_lengths(batch.src_lengths, max_len_a, max_len_b, output_limit(model))
     tokens = torch.full((bsz, 1), BOS_ID, dtype=torch.long, device=batch.src_tokens.device)
     log_probs = torch.zeros(bsz)
     finished = torch.zeros(bsz, dtype=torch.bool)

@@ -18,5 +18,12 @@ def max_output_lengths(src_lengths: Tensor, a: float, b: int, limit: int | None 
 
     src_lengths ``(B,)`` (EOS included) -> ``(B,)`` long, clipped to ``limit`` when given.
     """
-    out = torch.clamp((src_lengths.float() * a + b).floor().long(), min=1)
-    return out if limit is None else out.clamp(max=limit)
+    out = torch.clamp((src_lengths.double() * a + b).floor().clamp(max=2**31).long(), min=1)
+    return out if limit is None else out.clamp(max=max(1, limit))
+
+
+def output_limit(model) -> int | None:
+    """The most tokens before EOS that ``model`` can decode: ``model.max_positions - 1`` (the
+    step that emits EOS reads position ``max_positions - 1``), or None when it has no bound."""
+    positions = getattr(model, "max_positions", None)
+    return None if positions is None else positions - 1

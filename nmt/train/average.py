@@ -8,7 +8,6 @@ averaging both call :func:`average_and_keep`.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,26 @@ KEEP = ("better", "always")
 
 def _dev_bleu(ckpt: Path) -> Optional[float]:
     """``meta["valid"]["bleu"]`` of a checkpoint, or None when it was saved without validation."""
+    from nmt.checkpoint import CheckpointError, read_json
+
     try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{ckpt / 'meta.json'} cannot be read: {err}") from None
-    bleu = (meta.get("valid") or {}).get("bleu")
-    return None if bleu is None else float(bleu)
+        meta = read_json(ckpt / "meta.json")
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    valid = meta.get("valid")
+    bleu = valid.get("bleu") if isinstance(valid, dict) else None
+    return float(bleu) if isinstance(bleu, (int, float)) and not isinstance(bleu, bool) else None
 
 
-def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: bool = True) -> list[Path]:
+def _meta_step(ckpt: Path) -> int:
+    from nmt.checkpoint import read_json
+
+    step = read_json(ckpt / "meta.json").get("step", 0)
+    return step if isinstance(step, int) else 0
+
+
+def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: bool = True,
+                       min_step: int = 0) -> list[Path]:
     """The ``n`` step checkpoints of a run to average, oldest first.
 
     Args:
@@ -42,6 +52,9 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
             (``meta["valid"]["bleu"]``, written at each validation; ties go to the later step);
             checkpoints saved without a validation are skipped. ``"last"``: the ``n`` latest steps.
         warn: log skipped checkpoints and a short selection (off for the trainer's pruning).
+        min_step: ``"last"`` takes only checkpoints from this update on: the end of training,
+            never one saved before ``train.validate_after_updates`` (a warm-up checkpoint far
+            from the others would be averaged across the gap).
 
     Only complete ``step-*`` directories count (``averaged`` and other names are ignored).
 
@@ -49,7 +62,7 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
         ValueError: ``n < 2``, an unknown ``by``, fewer than 2 eligible checkpoints (the message
             names the directory and, for ``by="bleu"``, the checkpoints without a dev BLEU).
     """
-    from nmt.train.checkpoint import checkpoint_root, complete_checkpoints
+    from nmt.checkpoint import checkpoint_root, complete_checkpoints
 
     if by not in SELECT_BY:
         raise ValueError(f"by={by!r}: choose one of {', '.join(SELECT_BY)}")
@@ -71,6 +84,11 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
                              f"['bleu']); at least 2 are needed to average by BLEU"
                              + (f" (without one: {', '.join(missing)}); try by=last" if missing else ""))
     else:
+        late = [c for c in steps if _meta_step(c) >= min_step]
+        if len(late) < len(steps) and warn:
+            log.info("%s: %d checkpoints before update %d are not averaged (train.validate_after_updates)", root,
+                     len(steps) - len(late), min_step)
+        steps = late
         eligible, picked = len(steps), steps[-n:]
         if eligible < 2:
             raise ValueError(f"{root}: {eligible} complete step-* checkpoints; at least 2 are needed to average "
@@ -171,6 +189,13 @@ def average_and_keep(model: torch.nn.Module, paths: Sequence[Path], dev_scores: 
     in_run = out.resolve().parent == Path(ckpt_root).resolve()
     if in_run and out.name.startswith("step-"):
         raise ValueError(f"{out}: a step-* name would replace a training checkpoint; choose another name")
+    from nmt.checkpoint import WEIGHTS, CheckpointError, check_weights_header
+
+    for path in paths:  # the tensors each file declares, before any is read into memory (R30)
+        try:
+            check_weights_header(model, path / WEIGHTS)
+        except CheckpointError as err:
+            raise ValueError(str(err)) from None
     current_best = ckpt_io.read_index(Path(ckpt_root)).get("best")
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
     load_averaged(model, average_checkpoints(paths))
@@ -184,7 +209,7 @@ def average_and_keep(model: torch.nn.Module, paths: Sequence[Path], dev_scores: 
     if protect:
         outcome.notes.append(f"{out} is the run's best and the new average is not better: not overwritten")
     if (kept or save == "always") and not protect:
-        steps = [json.loads((p / "meta.json").read_text()).get("step", 0) for p in paths]
+        steps = [_meta_step(p) for p in paths]
         info = {"step": max(steps), "averaged": [p.name for p in paths], "valid": scores, **(meta or {})}
         outcome.saved = ckpt_io.save_checkpoint(out.parent, out.name, model, cfg, tokenizer, info)
     if outcome.kept:

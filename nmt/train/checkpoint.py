@@ -1,53 +1,90 @@
-"""Self-describing checkpoints (ARCHITECTURE.md example 4; RELIABILITY.md R1, R3-R6, R10-R12).
+"""Writing checkpoints, and the lock that makes one trainer the only writer of a run
+(RELIABILITY.md R1, R3-R6, R18, R31, R32). Reading is :mod:`nmt.checkpoint`'s.
 
-A checkpoint is a directory ``<run>/checkpoints/step-<N>/`` holding
-
-* ``model.safetensors``: weights (safetensors, tied tensors stored once);
-* ``trainer_state.pt``: optimizer, scheduler, counters, data position, RNG states, loadable
-  with ``torch.load(weights_only=True)``;
-* ``config.yaml``: the resolved :class:`nmt.config.Config`;
-* the sentencepiece model(s);
-* ``meta.json``: format version, step, versions, tokenizer sha256, validation scores;
-* ``COMPLETE``: written last. A directory without it is ignored (and cleaned up).
-
-The directory is built under a temporary name and renamed into place, and
-``checkpoints.json`` (``latest``/``best``) is replaced atomically.
+A checkpoint is built in a temporary directory named for this process
+(``.tmp-<name>.<pid>.<random>``), its files fsynced, the ``COMPLETE`` marker written last, and
+then renamed into place; ``checkpoints.json`` (``latest``/``best``) is replaced atomically.
+Only what is itself an nmt checkpoint is ever replaced or removed, and only the process holding
+the run's lock (:class:`RunLock`) cleans up temporary entries left by a killed save.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from nmt.config import Config, config_from_yaml, config_to_yaml
-from nmt.io import atomic_write_text, fsync_dir
+from nmt.checkpoint import (FORMAT_VERSION, INDEX, MARKER, TEMP_PREFIX, CheckpointError,  # noqa: F401 (re-exported)
+                            LoadedModel, checkpoint_root, complete_checkpoints, is_checkpoint, load_model,
+                            read_index, resolve_checkpoint)
+from nmt.config import Config, config_to_yaml
+from nmt.io import atomic_write_text, file_mode, fsync_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-INDEX = "checkpoints.json"
-MARKER = "COMPLETE"
+LOCK_FILE = ".nmt-run.lock"
+#: what a temporary entry written by this module looks like (nothing else is cleaned up)
+_TEMP_ENTRY = re.compile(r"^\.tmp-(removing-)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupt or from an incompatible version."""
+class RunInUse(RuntimeError):
+    """Another process holds the run directory's lock (R32)."""
 
 
-@dataclass
-class LoadedModel:
-    """What :func:`load_model` returns: everything translation needs."""
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run>/.nmt-run.lock``, holding the owner's pid (R32).
 
-    model: torch.nn.Module
-    config: Config
-    tokenizer: Any
-    meta: dict
-    path: Path
+    The kernel drops the lock when the process ends, however it ends, so a killed trainer never
+    leaves a stale lock; the file itself stays (deleting it would race a new owner).
+
+    Raises:
+        RunInUse: (from :meth:`acquire`) another process holds it; the message names its pid.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, purpose: str = "trains") -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.purpose = purpose
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock without waiting; writes this pid into the lock file."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunInUse(f"{self.path.parent} is in use by another nmt process ({holder}); wait for it to "
+                           "finish or stop it, or choose another directory (hydra.run.dir=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} {self.purpose}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (also done by the kernel at exit)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -57,23 +94,38 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _temp_dir(ckpt_root: Path, name: str) -> Path:
+    """A new, empty temporary directory for ``name``, unique to this process and call."""
+    tmp = ckpt_root / f"{TEMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp.mkdir()
+    return tmp
+
+
 def save_checkpoint(ckpt_root: Path, name: str, model: torch.nn.Module, cfg: Config, tokenizer: Any,
                     meta: dict, trainer_state: Optional[dict] = None) -> Path:
     """Write checkpoint ``ckpt_root/name`` atomically and return its path.
 
+    An existing ``ckpt_root/name`` is replaced only when it is itself an nmt checkpoint or an
+    empty folder (R31).
+
     Raises:
-        OSError: when the directory cannot be written; an older checkpoint is never touched.
+        CheckpointError: ``ckpt_root/name`` exists and is not an nmt checkpoint.
+        OSError, RuntimeError: the files cannot be written (disk full, permissions; safetensors
+            and ``torch.save`` raise their own types); an older checkpoint is never touched.
     """
     from safetensors.torch import save_model
 
     import nmt
 
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", name):
+        raise CheckpointError(f"checkpoint name {name!r}: letters, digits, '_', '.', '-' only")
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / name
-    tmp = ckpt_root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+        final.rmdir()  # an empty folder made for the output
+    if (final.exists() or final.is_symlink()) and not is_checkpoint(final):
+        raise CheckpointError(f"{final} exists and is not an nmt checkpoint: refusing to replace it")
+    tmp = _temp_dir(ckpt_root, name)
     try:
         save_model(model, str(tmp / "model.safetensors"))
         if trainer_state is not None:
@@ -89,7 +141,7 @@ def save_checkpoint(ckpt_root: Path, name: str, model: torch.nn.Module, cfg: Con
                 os.fsync(f.fileno())
         _write_file(tmp / MARKER, b"ok\n")
         fsync_dir(tmp)
-        if final.exists():
+        if is_checkpoint(final):
             remove_checkpoint(final)
         os.replace(tmp, final)
         fsync_dir(ckpt_root)
@@ -99,53 +151,44 @@ def save_checkpoint(ckpt_root: Path, name: str, model: torch.nn.Module, cfg: Con
     return final
 
 
-def read_index(ckpt_root: Path) -> dict:
-    """``checkpoints.json`` as a dict (empty when absent)."""
-    path = ckpt_root / INDEX
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is corrupt: {err}") from err
-
-
 def write_index(ckpt_root: Path, index: dict) -> None:
     """Replace ``checkpoints.json`` atomically (R4)."""
     atomic_write_text(ckpt_root / INDEX, json.dumps(index, indent=2) + "\n")
 
 
-def complete_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first (by step); stale temp dirs are removed (R3).
-
-    A directory with the marker but no readable ``meta.json`` (changed by hand, or damaged
-    outside nmt) is left out with a warning.
-    """
-    if not ckpt_root.is_dir():
-        return []
-    out = []
-    for p in ckpt_root.iterdir():
-        if p.name.startswith(".tmp-"):
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.is_dir() and (p / MARKER).exists():
-            try:
-                step = json.loads((p / "meta.json").read_text()).get("step", 0)
-            except (OSError, ValueError) as err:
-                log.warning("checkpoint %s is left out: its meta.json cannot be read (%s)", p, err)
-                continue
-            out.append((step, p.name, p))
-    return [p for _, _, p in sorted(out)]
-
-
 def remove_checkpoint(path: Path) -> None:
     """Delete checkpoint directory ``path`` so that no kill leaves it half-deleted under its own
-    name: it is renamed to a ``.tmp-`` name first (atomic; :func:`complete_checkpoints` skips and
-    cleans such names), then removed (R3, R5)."""
-    doomed = path.with_name(f".tmp-removing-{path.name}")
-    if doomed.exists():
-        shutil.rmtree(doomed, ignore_errors=True)
+    name: it is renamed to a ``.tmp-removing-`` name first (atomic; readers skip such names and
+    the lock holder cleans them up), then removed (R3, R5).
+
+    Raises:
+        CheckpointError: ``path`` is not an nmt checkpoint (nothing else is ever deleted, R31).
+    """
+    if not is_checkpoint(path):
+        raise CheckpointError(f"{path} is not an nmt checkpoint: refusing to delete it")
+    doomed = path.with_name(f"{TEMP_PREFIX}removing-{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clean_stale_temps(ckpt_root: Path) -> int:
+    """Remove temporary entries left by killed saves and removals (R3); returns how many.
+
+    Call only while holding the run's :class:`RunLock` (no other process writes here then).
+    Acts only inside a folder named ``checkpoints`` and only on directories named as this
+    module names its temporary entries (R31).
+    """
+    root = Path(ckpt_root)
+    if root.name != "checkpoints" or not root.is_dir():
+        return 0
+    removed = 0
+    for p in root.iterdir():
+        if _TEMP_ENTRY.match(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished checkpoint(s) left in %s by an interrupted save", removed, root)
+    return removed
 
 
 def prune_checkpoints(ckpt_root: Path, keep_last: int, protect: set[str]) -> None:
@@ -154,78 +197,6 @@ def prune_checkpoints(ckpt_root: Path, keep_last: int, protect: set[str]) -> Non
     for p in steps[: max(0, len(steps) - max(1, keep_last))]:
         if p.name not in protect:
             remove_checkpoint(p)
-
-
-def checkpoint_root(path: str | os.PathLike) -> Path:
-    """``path/checkpoints`` when ``path`` is a run directory, else ``path`` itself."""
-    p = Path(path)
-    return p / "checkpoints" if (p / "checkpoints").is_dir() else p
-
-
-def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """Accept a checkpoint directory, a ``checkpoints/`` directory or a run directory.
-
-    Raises:
-        CheckpointError: when nothing loadable is found, naming what was looked for.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
-    if (p / "model.safetensors").exists() or (p / "config.yaml").exists() and (p / "meta.json").exists():
-        if not (p / MARKER).exists():
-            raise CheckpointError(f"checkpoint {p} is incomplete (no {MARKER} marker): it was interrupted while saving")
-        return p
-    root = checkpoint_root(p)
-    index = read_index(root)
-    name = index.get(which) or index.get("latest")
-    if name and (root / name / MARKER).exists():
-        return root / name
-    complete = complete_checkpoints(root)
-    if complete:
-        return complete[-1]
-    raise CheckpointError(f"no complete checkpoint under {p} (looked for {root / INDEX} and */{MARKER})")
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu", which: str = "best") -> LoadedModel:
-    """Load model, config and tokenizer from a checkpoint (nothing else is needed, R12).
-
-    Raises:
-        CheckpointError: missing/incomplete/corrupt files, or a newer format version.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as st_load
-
-    from nmt.data.tokenizer import Tokenizer
-    from nmt.models import build_model
-
-    ckpt = resolve_checkpoint(path, which)
-    try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-        cfg = config_from_yaml((ckpt / "config.yaml").read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {ckpt}: cannot read meta.json/config.yaml: {err}") from err
-    except Exception as err:  # omegaconf validation errors
-        raise CheckpointError(f"checkpoint {ckpt}: config.yaml does not match this version of nmt: {err}") from err
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {ckpt} has format version {meta['format_version']}, newer than this "
-                              f"nmt supports ({FORMAT_VERSION}); upgrade nmt")
-    tok_files = {f.name: f.read_bytes() for f in ckpt.glob("*.model")}
-    if not tok_files:
-        raise CheckpointError(f"checkpoint {ckpt} holds no sentencepiece model (*.model)")
-    try:
-        tokenizer = Tokenizer.from_bytes(tok_files)
-    except Exception as err:  # sentencepiece raises RuntimeError/DataError on a bad proto
-        raise CheckpointError(f"checkpoint {ckpt}: sentencepiece model cannot be loaded: {err}") from err
-    model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    try:
-        missing, unexpected = st_load(model, str(ckpt / "model.safetensors"), strict=False, device=device)
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {ckpt}/model.safetensors cannot be loaded: {err}") from err
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {ckpt}/model.safetensors does not match the model in config.yaml: "
-                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    model.to(device).eval()
-    return LoadedModel(model, cfg, tokenizer, meta, ckpt)
 
 
 def load_trainer_state(ckpt: Path) -> dict:

@@ -62,6 +62,10 @@ class DistContext:
 SINGLE = DistContext()
 
 
+class PeerFailed(RuntimeError):
+    """Another process of the job failed; this one stops too (R34)."""
+
+
 def env_rank() -> int:
     """``$RANK`` (0 when not launched by torchrun); readable before anything is initialised."""
     return int(os.environ.get("RANK", "0") or 0)
@@ -176,3 +180,13 @@ def all_gather_object(ctx: DistContext, obj: Any) -> list:
     out: list = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def check_agreement(ctx: DistContext, what: str, value: Any) -> None:
+    """Raise :class:`PeerFailed` on every process when ``value`` is not the same on all (R34)."""
+    if not ctx.enabled:
+        return
+    values = all_gather_object(ctx, value)
+    if any(v != values[0] for v in values):
+        raise PeerFailed(f"the processes of this job disagree on the {what}: "
+                         + "; ".join(f"rank {r}: {v}" for r, v in enumerate(values)))

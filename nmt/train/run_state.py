@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.ma
                   "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
                   "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
                   "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
-                  "train.average_best",
+                  "train.average_best", "train.dist_timeout_minutes",
                   "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
                   "data.tokenizer.cache_dir")
 
@@ -38,6 +37,15 @@ RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.ma
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked: it holds a finished run, its checkpoint was
     written with a different configuration or tokenizer, or it is not writable."""
+
+
+class RanksDisagree(RunDirError):
+    """The processes of a distributed job have different configs, tokenizers, data or
+    checkpoints (R34); every rank raises it."""
+
+
+#: config keys that may differ between the processes of one job (where each node keeps its files)
+RANK_LOCAL = ("data.dir", "data.tokenizer.cache_dir", "data.hf_cache_dir", "train.progress_bar")
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Progress:
     schedule_steps: int = 0  # the decay's length fitted to the time budget when warmup ended (0 = train.max_steps)
     schedule_refits: list = field(default_factory=list)  # [update, new end] of each later shortening
     figure_share: float = 0.0  # seconds of the last alignment-figure drawing / train.attention.every
+    stop_reason: str = ""  # early stopping decided at the last validation: a re-run goes straight to the final evaluation
 
     @property
     def schedule_end(self) -> int:
@@ -82,29 +91,88 @@ class CheckpointMixin:
     and ``_last_saved_step``)."""
 
     def _prepare_run_dir(self) -> Optional[Path]:
-        """Check the run directory is writable, refuse or clear a finished run, and resume from
-        the newest complete checkpoint when there is one (R9, R17, R18). Returns that checkpoint.
+        """Lock the run directory (rank 0), check it is writable, clear a finished run for
+        ``train.overwrite``, and resume from the newest complete checkpoint that loads, chosen by
+        rank 0 for every rank (R9, R17, R18, R32, R34). Returns that checkpoint.
 
         Raises:
-            RunDirError: not writable; a finished run without ``train.overwrite``; checkpoints
-                with ``train.resume=false``; a checkpoint from a different config or tokenizer.
-            nmt.train.checkpoint.CheckpointError: the newest checkpoint cannot be loaded.
+            RunDirError: in use by another process; not writable; a finished run without
+                ``train.overwrite``; checkpoints with ``train.resume=false``; a checkpoint from a
+                different config or tokenizer; ranks that resume from different checkpoints.
+            nmt.checkpoint.CheckpointError: no complete checkpoint of the run can be loaded.
         """
-        problem = self._check_run_dir() if self.dist.is_main else None
+        problem = None
+        if self.dist.is_main:
+            try:
+                self.run_lock.acquire()
+            except ckpt_io.RunInUse as err:
+                problem = str(err)
+            except OSError as err:
+                problem = f"run directory {self.run_dir} is not writable: {err}"
+            if problem is None:
+                problem = self._check_run_dir()
         problem = distributed.broadcast_object(self.dist, problem)  # every rank fails, or none
         if problem is not None:
+            self.run_lock.release()
             raise RunDirError(problem)
-        if self.cfg.train.overwrite:
-            return None
-        checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
-        if not checkpoints:
-            return None
-        self.load_checkpoint(checkpoints[-1])
-        return checkpoints[-1]
+        if self.dist.is_main:
+            ckpt_io.clean_stale_temps(self.ckpt_dir)
+        candidates = [c.name for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
+        candidates = distributed.broadcast_object(self.dist, candidates)  # rank 0's disk decides (R34)
+        for i, name in enumerate(reversed(candidates)):
+            error, fatal = None, False
+            try:
+                self.load_checkpoint(self.ckpt_dir / name)
+            except ckpt_io.CheckpointError as err:  # damaged: the one before may do
+                error = str(err)
+            except RunDirError as err:  # another config or tokenizer: no checkpoint of this run will do
+                error, fatal = str(err), True
+            outcomes = distributed.all_gather_object(self.dist, (error, fatal))  # no rank left waiting
+            errors = [e for e, _ in outcomes]
+            if any(f for _, f in outcomes):
+                raise RunDirError(error if fatal else next(f"rank {r}: {e}" for r, (e, f) in enumerate(outcomes) if f))
+            if all(e is None for e in errors):
+                distributed.check_agreement(self.dist, "resumed checkpoint", checkpoint_fingerprint(self.ckpt_dir / name))
+                return self.ckpt_dir / name
+            if self.dist.enabled and any(e is None for e in errors):
+                raise RunDirError(f"ranks cannot all resume from {self.ckpt_dir / name}: "
+                                  + "; ".join(f"rank {r}: {e}" for r, e in enumerate(errors) if e))
+            log.warning("cannot resume from %s (%s); trying the checkpoint before it", name, errors[0])
+            if i == len(candidates) - 1:
+                raise ckpt_io.CheckpointError(f"no checkpoint in {self.ckpt_dir} can be loaded; the newest: "
+                                              f"{errors[0]}")
+        return None
+
+    def check_ranks_agree(self) -> None:
+        """Every process of a distributed job has the same config (but for :data:`RANK_LOCAL`
+        keys), tokenizer and data sizes (R34); no-op for one process.
+
+        Raises:
+            RanksDisagree: on every rank, naming the ranks and what differs.
+        """
+        if not self.dist.enabled:
+            return
+        data = self.data
+        mine = {"config": self.cfg, "tokenizer": self.data.tokenizer.sha256(),
+                "data": {"train pairs": None if data.train is None else len(data.train),
+                         "train tokens": None if data.train is None else
+                         int(sum(data.train.src_lengths)) + int(sum(data.train.tgt_lengths)),
+                         "valid pairs": len(data.valid.src), "test pairs": None if data.test is None else len(data.test.src)}}
+        everyone = distributed.all_gather_object(self.dist, mine)
+        problems = []
+        for rank, other in enumerate(everyone[1:], 1):
+            diffs = config_differences(everyone[0]["config"], other["config"], RANK_LOCAL)
+            problems += [f"rank {rank} config {d}" for d in diffs]
+            for key in ("tokenizer", "data"):
+                if other[key] != everyone[0][key]:
+                    problems.append(f"rank {rank} {key}: {other[key]} (rank 0: {everyone[0][key]})")
+        if problems:
+            raise RanksDisagree("the processes of this job disagree (rank 0 -> rank N); every node must see the "
+                                "same config, tokenizer and data:\n  " + "\n  ".join(problems))
 
     def _check_run_dir(self) -> Optional[str]:
-        """Rank 0's half of :meth:`_prepare_run_dir`: probe, clear for ``train.overwrite``, or the
-        reason the directory cannot be used."""
+        """Rank 0's half of :meth:`_prepare_run_dir`: probe, clear a finished run for
+        ``train.overwrite``, or the reason the directory cannot be used."""
         tc = self.cfg.train
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -115,23 +183,23 @@ class CheckpointMixin:
             return f"run directory {self.run_dir} is not writable: {err}"
         results = self.run_dir / "results.json"
         checkpoints = [c for c in ckpt_io.complete_checkpoints(self.ckpt_dir) if c.name.startswith("step-")]
-        if tc.overwrite:
-            if results.exists() or checkpoints:
-                log.warning("train.overwrite=true: deleting the previous run's checkpoints, TensorBoard logs "
-                            "and results in %s", self.run_dir)
-            for name in ("checkpoints", "tensorboard"):
-                shutil.rmtree(self.run_dir / name, ignore_errors=True)
-            for path in [results, *self.run_dir.glob(f"{self.cfg.data.test_split}.hyp.*")]:
-                path.unlink(missing_ok=True)
+        if results.exists() and tc.overwrite:
+            log.warning("train.overwrite=true: deleting the finished run's checkpoints, TensorBoard logs and "
+                        "results in %s", self.run_dir)
+            clear_finished_run(self.run_dir, self.cfg.data.test_split)
             return None
         if results.exists():
             return (f"{self.run_dir} holds a finished run ({results} exists). Choose another "
                     "directory (hydra.run.dir=...) or start over there with train.overwrite=true "
                     "(deletes its checkpoints, TensorBoard logs and results)")
+        if checkpoints and tc.overwrite:
+            log.warning("train.overwrite=true applies only to a finished run (with results.json); %s holds an "
+                        "unfinished one, which resumes. To start over, delete %s yourself or choose another "
+                        "directory", self.run_dir, self.ckpt_dir)
         if checkpoints and not tc.resume:
             return (f"{self.ckpt_dir} holds checkpoints of an unfinished run and train.resume=false; "
-                    "resume it (train.resume=true), start over (train.overwrite=true) or choose "
-                    "another directory (hydra.run.dir=...)")
+                    "resume it (train.resume=true), or delete that folder yourself or choose another "
+                    "directory (hydra.run.dir=...) to start over")
         return None
 
     def load_checkpoint(self, ckpt: Path) -> None:
@@ -146,7 +214,7 @@ class CheckpointMixin:
         from safetensors.torch import load_model as st_load
 
         try:
-            saved_cfg = config_from_yaml((ckpt / "config.yaml").read_text(encoding="utf-8"))
+            saved_cfg = config_from_yaml((ckpt / "config.yaml").read_text(encoding="utf-8"), str(ckpt / "config.yaml"))
             meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
         except Exception as err:
             raise ckpt_io.CheckpointError(f"checkpoint {ckpt}: cannot read config.yaml/meta.json: {err}") from err
@@ -154,8 +222,7 @@ class CheckpointMixin:
         if diffs:
             raise RunDirError(f"cannot resume from {ckpt}: the configuration differs in {len(diffs)} key(s) that "
                               "change training:\n  " + "\n  ".join(diffs) + "\nRun with the original "
-                              "settings, start over with train.overwrite=true, or choose another directory "
-                              "(hydra.run.dir=...)")
+                              "settings, or choose another directory (hydra.run.dir=...)")
         if meta.get("tokenizer_sha256") != self.data.tokenizer.sha256():
             raise RunDirError(f"cannot resume from {ckpt}: its sentencepiece model (sha256 "
                               f"{meta.get('tokenizer_sha256')}) differs from this run's "
@@ -215,12 +282,14 @@ class CheckpointMixin:
         """
         p = self.progress
         name = f"step-{p.step:07d}"
-        if self.dist.enabled:
-            rng_ranks = distributed.all_gather_object(self.dist, _rng_state())
-            error = self._write_checkpoint(name, best, scores, rng_ranks) if self.dist.is_main else None
-            error = distributed.broadcast_object(self.dist, error)  # the barrier after the save
-        else:
-            error = self._write_checkpoint(name, best, scores)
+        rng_ranks = distributed.all_gather_object(self.dist, _rng_state()) if self.dist.enabled else None
+        error = None
+        if self.dist.is_main:
+            try:
+                error = self._write_checkpoint(name, best, scores, rng_ranks)
+            except Exception as err:  # never leave the other ranks waiting at the broadcast (R34)
+                error = f"cannot save checkpoint {name} in {self.ckpt_dir}: {type(err).__name__}: {err}"
+        error = distributed.broadcast_object(self.dist, error)  # the barrier after the save
         if error is not None:
             raise RunDirError(error)
         self._last_saved_step = p.step
@@ -238,11 +307,20 @@ class CheckpointMixin:
         try:
             ckpt_io.save_checkpoint(self.ckpt_dir, name, self.model, self.cfg, self.data.tokenizer, meta,
                                     self.trainer_state(rng_ranks))
-        except OSError as err:
+        except Exception as err:  # OSError, SafetensorError, torch.save's RuntimeError: a full disk, permissions
             previous = ckpt_io.read_index(self.ckpt_dir).get("latest", "none")
-            return (f"cannot save checkpoint {name} in {self.ckpt_dir}: {err.strerror or err}; the previous "
+            reason = getattr(err, "strerror", None) or str(err).splitlines()[0] if str(err) else type(err).__name__
+            return (f"cannot save checkpoint {name} in {self.ckpt_dir}: {reason}; the previous "
                     f"checkpoint ({previous}) is intact, and re-running the same command resumes from it "
                     "once there is room")
+        try:
+            self._update_index(name, best, scores)
+        except Exception as err:  # the checkpoint itself is complete; the index and pruning can be redone
+            return f"checkpoint {name} was saved, but {self.ckpt_dir / ckpt_io.INDEX} cannot be updated: {err}"
+        return None
+
+    def _update_index(self, name: str, best: bool, scores: dict) -> None:
+        """Point ``latest`` (and ``best``) at ``name`` and prune (R4, R5); rank 0, under the run's lock."""
         index = ckpt_io.read_index(self.ckpt_dir)
         index["latest"] = name
         if best:
@@ -259,7 +337,47 @@ class CheckpointMixin:
             except ValueError:
                 pass  # fewer than 2 validated checkpoints so far
         ckpt_io.prune_checkpoints(self.ckpt_dir, max(tc.keep_last, tc.average_last), protect)
-        return None
+
+
+def clear_finished_run(run_dir: Path, test_split: str) -> None:
+    """Delete a finished run's outputs for ``train.overwrite`` (R31, R32): its nmt checkpoints,
+    ``checkpoints.json``, TensorBoard event files, ``results.json`` and test hypotheses. Anything
+    else in ``checkpoints/`` or ``tensorboard/`` stays, with a warning."""
+    ckpt_dir, tb_dir = run_dir / "checkpoints", run_dir / "tensorboard"
+    if ckpt_dir.is_dir():
+        ckpt_io.clean_stale_temps(ckpt_dir)
+        for p in ckpt_dir.iterdir():
+            if ckpt_io.is_checkpoint(p):
+                ckpt_io.remove_checkpoint(p)
+        (ckpt_dir / ckpt_io.INDEX).unlink(missing_ok=True)
+    if tb_dir.is_dir():
+        for p in sorted(tb_dir.rglob("events.out.tfevents.*"), reverse=True):
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+        for d in sorted((p for p in tb_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            _remove_if_empty(d)
+    for folder in (ckpt_dir, tb_dir):
+        if folder.is_dir() and not _remove_if_empty(folder):
+            log.warning("train.overwrite: %s holds files nmt did not write (%s); they are kept", folder,
+                        ", ".join(sorted(p.name for p in folder.iterdir())[:5]))
+    for path in [run_dir / "results.json", *run_dir.glob(f"{test_split}.hyp.*")]:
+        if path.is_file():
+            path.unlink()
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+def checkpoint_fingerprint(ckpt: Path) -> str:
+    """What identifies a checkpoint across machines: sha256 of its ``meta.json`` and its weights'
+    size (ranks on per-node storage must resume from the same one, R34)."""
+    meta = (ckpt / "meta.json").read_bytes()
+    return f"{ckpt.name} {hashlib.sha256(meta).hexdigest()[:16]} {(ckpt / 'model.safetensors').stat().st_size}"
 
 
 def _rng_state() -> dict:

@@ -140,14 +140,21 @@ class Trainer(CheckpointMixin, ValidationMixin):
         self.sampler = self.stream if self.stream is not None else BucketingSampler(
             data.train.src_lengths, data.train.tgt_lengths, max_tokens=tc.max_tokens, shuffle=True, seed=tc.seed,
             epoch_lengths=None if data.train_sampling is None else self._epoch_lengths)
-        self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid")
+        self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid",
+                                                    max_len=cfg.model.max_positions - 1)
         self.progress = Progress()
         self.num_params = count_parameters(self.model)
         self._stop_signal: Optional[str] = None
         self._signal_received: Optional[str] = None  # a signal the log has not told of yet
         self._start: Optional[float] = None
         self._last_saved_step = -1
-        self.resumed_from = self._prepare_run_dir()
+        self.check_ranks_agree()
+        self.run_lock = ckpt_io.RunLock(self.run_dir)  # held by rank 0 until training ends (R32)
+        try:
+            self.resumed_from = self._prepare_run_dir()
+        except BaseException:
+            self.run_lock.release()
+            raise
         if self.progress.schedule_steps:  # a resumed run keeps the schedule fitted to its time budget
             self._apply_fitted_schedule()
         self.monitor = Monitor(self.run_dir / "tensorboard", enabled=dist.is_main,
@@ -233,14 +240,17 @@ class Trainer(CheckpointMixin, ValidationMixin):
             # be inside a log handler's buffered write; a nested write then fails ("reentrant call")
             # and logging drops the line. The main loop logs the stop (_signalled); os.write is one
             # unbuffered system call, safe to use for the immediate notice on stderr.
+            # The stop is recorded before the notice is written: a second signal may run its handler
+            # inside this one (CPython checks for signals between any two bytecodes), and must
+            # find the first one's mark.
             name = signal.Signals(signum).name
             if self._stop_signal is not None:
                 _raw_stderr(f"second signal ({name}): exiting now without saving\n")
                 os._exit(128 + signum)
+            self.request_stop(name)
+            self._signal_received = name
             _raw_stderr(f"{name} received: finishing the current update, then saving and exiting "
                         "(send it again to exit at once)\n")
-            self._signal_received = name
-            self.request_stop(name)
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -250,13 +260,28 @@ class Trainer(CheckpointMixin, ValidationMixin):
 
         Returns the results dict also written to ``<run>/results.json``.
         """
+        try:
+            return self._train()
+        finally:
+            self.run_lock.release()
+
+    def close(self) -> None:
+        """Release the run directory without training (:meth:`train` releases it when it ends)."""
+        self.run_lock.release()
+        self.monitor.close()
+
+    def _train(self) -> dict:
         tc = self.cfg.train
         start = self._start = time.monotonic() - self.progress.train_seconds
         previous_handlers = self._install_signal_handlers()
         try:
             if tc.preflight and self.progress.step == 0:
                 self.preflight()
-            stop_reason = self._budget_exhausted(start, agree=True)  # a resumed run may have nothing left to train
+            # a resumed run may have nothing left to train, or may have stopped early before a kill
+            stop_reason = self.progress.stop_reason or self._budget_exhausted(start, agree=True)
+            if self.progress.stop_reason:
+                log.info("the run stopped early before it was interrupted (%s): going on to the final evaluation",
+                         stop_reason)
             while stop_reason is None and self.progress.epoch <= tc.max_epochs:
                 stop_reason = self._train_epoch(start)
                 if stop_reason is not None:  # stopped inside the epoch
@@ -332,11 +357,12 @@ class Trainer(CheckpointMixin, ValidationMixin):
                 self._refit_schedule(start)
             if tc.fit_schedule_to_time and not self.progress.schedule_steps \
                     and self.progress.step >= max(1, self.cfg.optim.warmup_steps):
-                if not self.progress.cycle_seconds:  # the fit counts the validations' cost: time one
-                    reason = self._validate_and_save()
+                if self.progress.cycle_seconds:
+                    self._fit_schedule(start)
+                else:  # the fit counts the validations' cost: time one, and save the fit with it
+                    reason = self._validate_and_save(before_save=lambda: self._fit_schedule(start))
                     if reason:
                         return reason
-                self._fit_schedule(start)
             reason = self._budget_exhausted(start, agree=True)
             if reason:
                 return reason

@@ -9,14 +9,14 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from nmt.attention_maps import attention_statistics, collect_attention
 from nmt.data.dataset import BucketingSampler, make_batch
 from nmt.evaluate import score_corpus, translate_texts
-from nmt.io import atomic_write_text
+from nmt.io import atomic_write_text, inside
 from nmt.search import Hypothesis
 from nmt.train import checkpoint as ckpt_io
 from nmt.train import distributed
@@ -57,7 +57,8 @@ class ValidationMixin:
         alpha = sc.length_penalty if length_penalty is None else length_penalty
         hyps = translate_texts(self.model, self.data.tokenizer, sources, beam_size=sc.beam_size,
                                length_penalty=alpha, max_len_a=sc.max_len_a, max_len_b=sc.max_len_b,
-                               batch_size=sc.batch_size, need_attn=False, device=self.device)
+                               batch_size=sc.batch_size, need_attn=False, device=self.device,
+                               max_src_len=self.cfg.model.max_positions - 1)
         return [h[0] for h in hyps]
 
     def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
@@ -105,17 +106,33 @@ class ValidationMixin:
             log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
         return figure_seconds
 
-    def _validate_and_save(self) -> Optional[str]:
+    def _validate_and_save(self, before_save: Optional[Callable[[], None]] = None) -> Optional[str]:
         """Validate, checkpoint (latest/best), log; return a stop reason on early stopping.
+
+        ``before_save`` runs after the cycle is timed and before the checkpoint is written, so
+        what it changes (the schedule fitted to the time budget) is in the checkpoint: a run
+        resumed from it does not fit again.
 
         In a distributed job rank 0 validates while the others wait, then every rank takes its
         counters (best BLEU, patience) and decision, and all join the checkpoint's collectives.
         """
         t0 = time.monotonic()
-        outcome = self._validate() if self.dist.is_main else None
+        outcome, failure = None, None
+        if self.dist.is_main:
+            try:
+                outcome = self._validate()
+            except Exception as err:
+                if not self.dist.enabled:
+                    raise
+                failure = err  # the other ranks wait at the broadcast: tell them, then everyone stops (R34)
         if self.dist.enabled:
-            outcome = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress)))
-            outcome, progress = outcome
+            message = None if failure is None else f"validation failed on rank 0: {type(failure).__name__}: {failure}"
+            outcome, progress, message = distributed.broadcast_object(self.dist, (outcome, asdict(self.progress),
+                                                                                  message))
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise distributed.PeerFailed(message)
             self.progress = Progress(**progress)
         reason, improved, scores, figure_seconds = outcome
         # timed for train.fit_schedule_to_time (the checkpoint's own write is the small rest). The
@@ -128,6 +145,9 @@ class ValidationMixin:
         if figure_seconds > 0:
             p.figure_share = figure_seconds / max(1, self.cfg.train.attention.every)
         p.cycle_seconds.append(round(time.monotonic() - t0 - figure_seconds + p.figure_share, 3))
+        p.stop_reason = reason or ""  # saved with the checkpoint: a re-run after a kill does not train on
+        if before_save is not None:
+            before_save()
         self.save(best=improved, scores=scores)
         return reason
 
@@ -194,7 +214,7 @@ class ValidationMixin:
             hyps = self.decode(test.src)
             results["test"] = {"split": cfg.data.test_split, **score_corpus(hyps, test.tgt),
                                "decode_seconds": round(time.monotonic() - t0, 1)}
-            hyp_path = self.run_dir / f"{cfg.data.test_split}.hyp.{cfg.data.tgt_lang}"
+            hyp_path = inside(self.run_dir, f"{cfg.data.test_split}.hyp.{cfg.data.tgt_lang}")  # names checked (R30)
             atomic_write_text(hyp_path, "".join(h + "\n" for h in hyps))
             log.info("test %s: BLEU %.2f (%s) | lowercased BLEU %.2f | chrF %.2f", cfg.data.test_split,
                      results["test"]["bleu"], results["test"]["bleu_signature"], results["test"]["bleu_lc"],
@@ -232,7 +252,7 @@ class ValidationMixin:
         tc, valid = self.cfg.train, self.data.valid
         n, by = (tc.average_best, "bleu") if tc.average_best > 1 else (tc.average_last, "last")
         try:
-            paths = select_checkpoints(self.ckpt_dir, n, by)
+            paths = select_checkpoints(self.ckpt_dir, n, by, min_step=tc.validate_after_updates)
         except ValueError as err:
             log.warning("no checkpoint averaging: %s", err)
             return None
