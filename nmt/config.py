@@ -183,13 +183,15 @@ class OptimConfig:
 
 @dataclass
 class AttentionPlotConfig:
-    """Alignment figures and attention statistics logged to TensorBoard at validation."""
+    """What the Attention dashboard (and, optionally, the Images tab) gets at every validation."""
 
-    sentences: int = 4  # the first N dev sentences: alignment figures at every validation (0 = no figures)
-    layer_sentences: int = 1  # of those, the first N also get every layer's head grids (Transformer)
-    every: int = 1  # plot at every N-th validation (the statistics are logged every time)
-    all_layers: bool = True  # Transformer: every layer's head grid, self- and cross-attention
-    words: bool = True  # also the word-level matrix (subword pieces merged)
+    sentences: int = 8  # probe sentences: the first N dev sentences (0 = none), unless probe= is given
+    probe: Optional[str] = None  # a file of probe sentences: source[<TAB>reference[<TAB>gold Pharaoh links]] per line
+    images: bool = False  # also matplotlib figures in TensorBoard's Images tab (for papers)
+    layer_sentences: int = 1  # images: of the probes, the first N also get every layer's head grids (Transformer)
+    every: int = 1  # images: draw them at every N-th validation (the dashboard and statistics are logged every time)
+    all_layers: bool = True  # images: Transformer: every layer's head grid, self- and cross-attention
+    words: bool = True  # images: also the word-level matrix (subword pieces merged)
     stats_sentences: int = 256  # dev pairs, teacher-forced with the reference, for entropy/coverage (0 = off)
 
 
@@ -259,13 +261,14 @@ class Config:
 
 @dataclass
 class AttentionOutputConfig:
-    """Alignment figures of ``nmt-translate`` for the user's own sentences."""
+    """The attention of ``nmt-translate``'s translations of the user's own sentences."""
 
-    logdir: Optional[str] = None  # TensorBoard log directory to write the figures into
+    logdir: Optional[str] = None  # TensorBoard log directory: the Attention dashboard's data (one record per line)
+    images: bool = False  # also matplotlib figures in that logdir's Images tab
     png_dir: Optional[str] = None  # directory for one PNG file per figure
     ascii: bool = False  # print a character heatmap per sentence on stderr
-    words: bool = True  # also the word-level matrix (subword pieces merged)
-    all_layers: bool = True  # Transformer: every layer's head grid, self- and cross-attention
+    words: bool = True  # figures: also the word-level matrix (subword pieces merged)
+    all_layers: bool = True  # figures: Transformer: every layer's head grid, self- and cross-attention
 
 
 @dataclass
@@ -312,6 +315,7 @@ class AlignConfig:
     src: str = MISSING  # source sentences, one per line
     tgt: str = MISSING  # their translations, line by line (teacher-forced)
     output: Optional[str] = None  # Pharaoh lines; default: stdout
+    logdir: Optional[str] = None  # TensorBoard log directory: every pair's attention for the Attention dashboard
     gold: Optional[str] = None  # gold links (i-j sure, i?j / ipj / i-j-P possible) -> AER, precision, recall
     gold_reversed: bool = False  # gold links are target-source (e.g. a de-en gold file with an en->de model)
     layer: Optional[int] = None  # decoder layer (default: the model's alignment layer)

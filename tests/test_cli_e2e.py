@@ -172,6 +172,24 @@ def _links(text):
     return [tuple(map(int, link.split("-"))) for link in text.split()]
 
 
+def _records(logdir) -> dict:
+    """sentence -> the ``meta`` of the Attention tab's records in a logdir (step 0)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    from nmt.tensorboard.records import parse_tag
+
+    out = {}
+    for path in Path(logdir).rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"tensors": 0})
+        acc.Reload()
+        for name in acc.Tags()["tensors"]:
+            parsed = parse_tag(name)
+            if parsed and parsed[2] == "meta":
+                out[parsed[0]] = json.loads(tensor_util.make_ndarray(acc.Tensors(name)[0].tensor_proto).item())
+    return out
+
+
 def test_translate_prints_alignments_and_writes_attention_figures(trained_run, tmp_path):
     run_dir, env, _ = trained_run
     png, logdir = tmp_path / "png", tmp_path / "tb"
@@ -190,7 +208,10 @@ def test_translate_prints_alignments_and_writes_attention_figures(trained_run, t
     for k in (1, 2):
         for fig in ("alignment", "alignment_words", "cross_layer0", "encoder_self_layer0", "decoder_self_layer0"):
             assert f"sentence{k}_{fig}.png" in names
-    assert list(logdir.glob("events.out.tfevents.*"))
+    # the Attention tab's records: sentence = input line - 1, step 0, the translation as printed
+    records = _records(logdir)
+    assert sorted(records) == [0, 1]
+    assert records[1]["hypothesis"] == lines[1].split("\t")[0] and records[1]["source"] == sources[1]
     # the character heatmaps: one row per target word (+ </s>), each row's weights visible
     for k, line in zip((1, 2), lines):
         block = proc.stderr.split(f"sentence{k}:\n")[1].split("\n\n")[0].split("\n")
@@ -209,7 +230,10 @@ def test_align_writes_pharaoh_and_scores_against_the_hand_made_gold_set(trained_
     out = tmp_path / "align.wa"
     # the debug model translates English to German; the gold links are German-English
     proc = _run([_script("nmt-align"), f"ckpt={run_dir}", f"src={en}", f"tgt={de}", f"gold={gold}",
-                 "gold_reversed=true", f"output={out}"], env, cwd=tmp_path)
+                 "gold_reversed=true", f"output={out}", f"logdir={tmp_path / 'tb'}"], env, cwd=tmp_path)
+    records = _records(tmp_path / "tb")  # every pair's attention and gold links for the Attention tab
+    assert sorted(records) == list(range(50)) and records[3]["search"] == {"forced": True}
+    assert records[3]["gold"]["sure"] and records[3]["hypothesis"] == de.read_text().splitlines()[3]
     lines = out.read_text().split("\n")
     assert len(lines) == 51 and lines[50] == ""
     en_lines, de_lines = en.read_text().splitlines(), de.read_text().splitlines()

@@ -330,9 +330,14 @@ def _event_tags(logdir):
 
 
 def test_validation_logs_alignment_figures_and_attention_statistics(tmp_path):
-    trainer = _trainer(tmp_path, max_epochs=1)
+    """With train.attention.images=true the Images tab gets the matplotlib figures too (the
+    Attention tab's records are always written; tests/test_dashboard.py)."""
+    from nmt.config import AttentionPlotConfig
+
+    trainer = _trainer(tmp_path, max_epochs=1, attention=AttentionPlotConfig(images=True))
     trainer.train()
     tags = _event_tags(tmp_path / "tensorboard")
+    assert "nmt_attention/0000/0000000001/cross" in tags["tensors"]
     for fig in ("alignment", "alignment_words", "cross_layer0", "encoder_self_layer0", "decoder_self_layer0"):
         assert f"attention/dev0/{fig}" in tags["images"], fig
     for scalar in ("entropy/cross_layer0", "entropy/encoder_self_layer0", "entropy/decoder_self_layer0",
@@ -358,10 +363,12 @@ def test_a_plotting_failure_never_stops_training(tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib exploded")
 
+    from nmt.config import AttentionPlotConfig
+
     monkeypatch.setattr(nmt.viz, "alignment_figures", broken)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = _trainer(tmp_path, max_epochs=2, attention=AttentionPlotConfig(images=True))
     with caplog.at_level("WARNING", logger="nmt.train"):
         results = trainer.train()
     assert results["epochs_completed"] == 2 and len(results["history"]) == 2
-    assert "attention figures/statistics failed" in caplog.text and "matplotlib exploded" in caplog.text
+    assert "attention summaries/statistics failed" in caplog.text and "matplotlib exploded" in caplog.text
     assert "attention/plot_seconds" in _event_tags(tmp_path / "tensorboard")["scalars"]

@@ -7,6 +7,8 @@ searched over every layer unless ``layer`` is given; an oracle choice, optimisti
 tokens of each line), links each target word to its most attended source word, and writes one
 line of Pharaoh links (``i-j``, source word first, 0-based) per sentence pair.
 
+``logdir=DIR`` writes every pair's attention (and its gold links) for TensorBoard's Attention tab.
+
 With ``gold=FILE`` (one line per pair; ``i-j`` sure, ``i?j``, ``ipj`` or ``i-j-P`` possible,
 ``i-j-S`` sure) it prints the alignment error rate, precision and recall (Och & Ney 2003) on
 stderr and as JSON on the last stderr line. ``gold_reversed=true`` reads gold links as
@@ -61,6 +63,24 @@ def choose_heads(maps, layer: Optional[int], head: str, gold, shift: bool):
     return best[0], best[1], tried
 
 
+def write_forced_records(logdir: str, maps, pairs, gold) -> None:
+    """Every pair's attention (with its gold links) for the Attention dashboard: sentence = pair
+    number - 1, step 0, the given translation as a forced hypothesis."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from nmt.tensorboard.writer import make_record, write_records
+
+    records = [make_record(m, i, 0, pairs.src[i], pairs.tgt[i], pairs.tgt[i], search={"forced": True},
+                           gold=None if gold is None else gold[i]) for i, m in enumerate(maps)]
+    writer = SummaryWriter(logdir)
+    try:
+        write_records(writer, records)
+    finally:
+        writer.close()
+    log.info("wrote the attention of %d pairs to %s (tensorboard --logdir %s: Attention tab)", len(records), logdir,
+             logdir)
+
+
 @one_error_line
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-align``."""
@@ -105,6 +125,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+    if cfg.logdir:
+        write_forced_records(cfg.logdir, maps, pairs, gold)
     if gold is not None:
         scores = alignment_error_rate([set(x) for x in links], gold)
         what = f"layer {layer}, " + ("head average" if head is None else f"head {head}")

@@ -84,7 +84,7 @@ def run(cfg_node) -> dict:
         results = trainer.train()
         distributed.shutdown(dist)
         return results
-    except (RunDirError, CheckpointError, BatchTooLarge) as err:
+    except (RunDirError, CheckpointError, BatchTooLarge, DataError) as err:
         log.error("%s", err)
         sys.exit(2)
     except TrainingInterrupted as err:

@@ -28,8 +28,9 @@ and draws the best hypothesis's attention as a character heatmap; ``:beam 5``, `
 Alignments: ``print_alignment=true`` appends a tab and the hard word alignment in Pharaoh
 format (``i-j``: source word i, target word j, 0-based, words = whitespace tokens) to each
 output line (tsv: a fifth column; n-best blocks: a fourth ``|||`` field);
-``attention.logdir=DIR`` (TensorBoard), ``attention.png_dir=DIR`` (PNG files) and
-``attention.ascii=true`` (character heatmaps on stderr) show the attention of the
+``attention.logdir=DIR`` (TensorBoard's Attention tab: ``tensorboard --logdir DIR``; with
+``attention.images=true`` also figures in its Images tab), ``attention.png_dir=DIR`` (PNG files)
+and ``attention.ascii=true`` (character heatmaps on stderr) show the attention of the
 translations the search produced, every layer and head (for an ensemble: each member's).
 """
 from __future__ import annotations

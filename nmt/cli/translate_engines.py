@@ -7,6 +7,7 @@ hypotheses, best first, so that one formatter serves both (``format=plain|score|
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -42,6 +43,7 @@ class Decoded:
     translations: list[list[Translated]]
     hypotheses: Optional[list] = None
     src_ids: Optional[list[list[int]]] = None
+    sources: Optional[list[str]] = None
 
 
 def pharaoh_links(hyps_per_line, src_ids, tokenizer, shift: bool) -> list[list[str]]:
@@ -114,7 +116,7 @@ class TorchEngine:
             texts = tok.decode_tgt([h.tokens for h in hs])
             out.append([Translated(t, h.score, links[i][k] if links else None)
                         for k, (t, h) in enumerate(zip(texts, hs))])
-        return Decoded(out, hyps, src_ids)
+        return Decoded(out, hyps, src_ids, list(lines))
 
     def heatmap(self, decoded: Decoded, line: int) -> Optional[str]:
         """Character heatmap (words) of the best hypothesis of ``line`` (chunk index), or None
@@ -133,9 +135,11 @@ class TorchEngine:
         return ascii_heatmap(matrix, src_words, tgt_words)
 
     def write_figures(self, decoded: Decoded, first_line: int) -> None:
-        """The figures asked for by ``attention.*`` for every non-empty line of the chunk
-        (named ``sentence<N>``, N = 1-based input line); an ensemble draws each member's
-        attention over the ensemble's translation (``model<k>/sentence<N>``)."""
+        """What ``attention.*`` asks for, for every non-empty line of the chunk: the Attention
+        dashboard's records in ``attention.logdir`` (sentence = input line - 1, step 0), figures
+        (``attention.images`` into the logdir, ``attention.png_dir``, named ``sentence<N>``) and
+        character heatmaps. An ensemble writes each member's attention over the ensemble's
+        translation (``<logdir>/model<k>``, ``model<k>/sentence<N>``)."""
         from nmt.attention_maps import collect_attention
         from nmt.models.ensemble import Ensemble
         from nmt.viz import write_attention
@@ -149,11 +153,32 @@ class TorchEngine:
             prefix = f"model{k}/" if len(members) > 1 else ""
             maps = collect_attention(member, self.loaded.tokenizer, [decoded.src_ids[i] for i in rows],
                                      [decoded.hypotheses[i][0].tokens for i in rows], batch_size=self.cfg.batch_size)
-            n += write_attention(maps, [f"{prefix}sentence{first_line + i}" for i in rows], logdir=ac.logdir,
-                                 png_dir=ac.png_dir, ascii_stream=sys.stderr if ac.ascii else None, words=ac.words,
+            if ac.logdir:
+                self._write_records(maps, decoded, rows, first_line, os.path.join(ac.logdir, prefix))
+            n += write_attention(maps, [f"{prefix}sentence{first_line + i}" for i in rows],
+                                 logdir=ac.logdir if ac.images else None, png_dir=ac.png_dir,
+                                 ascii_stream=sys.stderr if ac.ascii else None, words=ac.words,
                                  all_layers=ac.all_layers)
+        if ac.logdir:
+            log.info("wrote the attention of %d sentences to %s (tensorboard --logdir %s: Attention tab)", len(rows),
+                     ac.logdir, ac.logdir)
         if n:
             log.info("wrote %d attention figures to %s", n, " and ".join(p for p in (ac.logdir, ac.png_dir) if p))
+
+    def _write_records(self, maps, decoded: Decoded, rows: list[int], first_line: int, logdir: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from nmt.tensorboard.writer import make_record, write_records
+
+        search = {"beam_size": self.defaults.beam_size, "length_penalty": self.search.length_penalty
+                  if self.defaults.length_penalty is None else self.defaults.length_penalty}
+        records = [make_record(m, first_line + i - 1, 0, decoded.sources[i], decoded.translations[i][0].text,
+                               score=decoded.hypotheses[i][0].score, search=search) for m, i in zip(maps, rows)]
+        writer = SummaryWriter(logdir)
+        try:
+            write_records(writer, records)
+        finally:
+            writer.close()
 
 
 class CT2Engine:

@@ -31,6 +31,15 @@ class Monitor:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
 
+    def attention(self, records) -> int:
+        """The Attention dashboard's records (:mod:`nmt.tensorboard.records`); returns the bytes
+        written (0 on ranks that do not write)."""
+        if self.writer is None:
+            return 0
+        from nmt.tensorboard.writer import write_records
+
+        return write_records(self.writer, records)
+
     def figure(self, tag: str, fig, step: int) -> None:
         """A matplotlib figure in TensorBoard's Images tab under ``tag`` (the figure is closed)."""
         if self.writer is not None:

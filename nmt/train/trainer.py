@@ -34,6 +34,7 @@ from nmt.train.budget import fit_schedule_steps, refit_schedule_steps
 from nmt.train.optim import build_optimizer, build_scheduler, lr_lambda, shorten_decay
 from nmt.train.run_state import RunDirError  # noqa: F401 (re-exported: nmt.cli.train and the tests raise/catch it from here)
 from nmt.train.run_state import CheckpointMixin, Progress, _rng_state, _set_rng_state, seed_everything
+from nmt.tensorboard.writer import read_probe
 from nmt.train.validation import ValidationMixin
 from nmt.versions import format_versions
 
@@ -142,6 +143,7 @@ class Trainer(CheckpointMixin, ValidationMixin):
             epoch_lengths=None if data.train_sampling is None else self._epoch_lengths)
         self.valid_ids = TokenizedDataset.from_text(tok, data.valid.src, data.valid.tgt, name="valid",
                                                     max_len=cfg.model.max_positions - 1)
+        self.probes = read_probe(tc.attention.probe) if tc.attention.probe else None  # else: the first dev sentences
         self.progress = Progress()
         self.num_params = count_parameters(self.model)
         self._stop_signal: Optional[str] = None

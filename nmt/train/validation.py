@@ -18,6 +18,7 @@ from nmt.data.dataset import BucketingSampler, make_batch
 from nmt.evaluate import score_corpus, translate_texts
 from nmt.io import atomic_write_text, inside
 from nmt.search import Hypothesis
+from nmt.tensorboard.writer import Probe, make_record
 from nmt.train import checkpoint as ckpt_io
 from nmt.train import distributed
 from nmt.train.monitor import format_scalars, hparams_of, samples_markdown
@@ -65,16 +66,29 @@ class ValidationMixin:
         """:meth:`decode_hypotheses`, detokenised."""
         return self.data.tokenizer.decode_tgt([h.tokens for h in self.decode_hypotheses(sources, length_penalty)])
 
-    def log_attention(self, hyp_tokens: list[list[int]]) -> float:
-        """Attention statistics and alignment figures of the fixed dev sentences (TensorBoard).
+    def probe_set(self) -> tuple[list[Probe], list[list[int]]]:
+        """The probe sentences (a ``train.attention.probe`` file, else the first
+        ``train.attention.sentences`` dev sentences) and their source ids, truncated to the
+        model's positions."""
+        if self.probes is not None:
+            ids = self.data.tokenizer.encode_src([p.source for p in self.probes])
+            return self.probes, [s[: self.cfg.model.max_positions - 1] for s in ids]
+        k = min(self.cfg.train.attention.sentences, len(self.valid_ids))
+        valid = self.data.valid
+        return [Probe(valid.src[i], valid.tgt[i]) for i in range(k)], [list(s) for s in self.valid_ids.src[:k]]
 
-        ``hyp_tokens`` are the search's outputs for the first dev sentences; teacher-forcing
-        them reproduces the search's attention for every layer and head. Failures are logged
-        and never stop training; the time spent is logged as ``attention/plot_seconds``.
+    def log_attention(self, dev_hyps: list[Hypothesis]) -> float:
+        """The Attention dashboard's records of the probe sentences, attention statistics, and
+        (``train.attention.images``) alignment figures (TensorBoard).
+
+        ``dev_hyps`` are the search's outputs for the first dev sentences; teacher-forcing a
+        hypothesis reproduces the search's attention for every layer and head. A probe file's
+        sentences are decoded here with the same search. Failures are logged and never stop
+        training; the time spent is logged as ``attention/plot_seconds``.
 
         Returns:
             Seconds spent on the alignment figures (drawn at every ``train.attention.every``-th
-            validation; 0.0 at the others).
+            validation when ``train.attention.images``; 0.0 otherwise).
         """
         ac, step = self.cfg.train.attention, self.progress.step
         t0 = time.monotonic()
@@ -85,26 +99,44 @@ class ValidationMixin:
             if ac.stats_sentences > 0:
                 k = min(ac.stats_sentences, len(ds))
                 values.update(attention_statistics(self.model, ds.src[:k], ds.tgt[:k]))
-            if ac.sentences > 0 and (len(self.progress.history) - 1) % max(1, ac.every) == 0:
-                from nmt.viz import alignment_figures
-
-                t_fig = time.monotonic()
-                k = min(ac.sentences, len(hyp_tokens))
-                maps = collect_attention(self.model, self.data.tokenizer, ds.src[:k], hyp_tokens[:k])
-                for i, sentence_maps in enumerate(maps):
-                    figs = alignment_figures(sentence_maps, f"attention/dev{i}", words=ac.words,
-                                             all_layers=ac.all_layers and i < ac.layer_sentences)
-                    for tag, fig in figs.items():
-                        self.monitor.figure(tag, fig, step)
-                    figures += len(figs)
-                figure_seconds = time.monotonic() - t_fig
+            probes, src_ids = self.probe_set()
+            hyps = dev_hyps[: len(probes)] if self.probes is None else self.decode_hypotheses([p.source for p in probes])
+            keep = [i for i, ids in enumerate(src_ids) if ids]  # an empty dev line has no attention
+            probes, src_ids, hyps = [probes[i] for i in keep], [src_ids[i] for i in keep], [hyps[i] for i in keep]
+            if probes:
+                t_summary = time.monotonic()
+                maps = collect_attention(self.model, self.data.tokenizer, src_ids, [h.tokens for h in hyps])
+                texts = self.data.tokenizer.decode_tgt([h.tokens for h in hyps])
+                sc = self.cfg.search
+                search = {"beam_size": sc.beam_size, "length_penalty": sc.length_penalty}
+                records = [make_record(m, i, step, p.source, text, p.reference, h.score, search, self.cfg.model.arch,
+                                       p.gold) for i, m, p, h, text in zip(keep, maps, probes, hyps, texts)]
+                values["summary_bytes"] = self.monitor.attention(records)
+                values["summary_seconds"] = time.monotonic() - t_summary  # the dashboard's cost (docs/dashboard.md)
+                if ac.images and (len(self.progress.history) - 1) % max(1, ac.every) == 0:
+                    t_fig = time.monotonic()
+                    figures = self._draw_figures(maps)
+                    figure_seconds = time.monotonic() - t_fig
         except Exception:  # plotting must never stop training
-            log.warning("attention figures/statistics failed at step %d; training continues", step, exc_info=True)
+            log.warning("attention summaries/statistics failed at step %d; training continues", step, exc_info=True)
         values["plot_seconds"] = time.monotonic() - t0
         self.monitor.scalars(step, values, "attention")
         if figures:
             log.info("attention: %d figures and statistics in %.1f s", figures, values["plot_seconds"])
         return figure_seconds
+
+    def _draw_figures(self, maps) -> int:
+        """The Images-tab figures of the probe sentences; returns how many were drawn."""
+        from nmt.viz import alignment_figures
+
+        ac, count = self.cfg.train.attention, 0
+        for i, sentence_maps in enumerate(maps):
+            figs = alignment_figures(sentence_maps, f"attention/dev{i}", words=ac.words,
+                                     all_layers=ac.all_layers and i < ac.layer_sentences)
+            for tag, fig in figs.items():
+                self.monitor.figure(tag, fig, self.progress.step)
+            count += len(figs)
+        return count
 
     def _validate_and_save(self, before_save: Optional[Callable[[], None]] = None) -> Optional[str]:
         """Validate, checkpoint (latest/best), log; return a stop reason on early stopping.
@@ -173,7 +205,7 @@ class ValidationMixin:
         self.monitor.scalars(p.step, {k: values[k] for k in ("loss", "ppl", "bleu", "chrf")}, "valid")
         k = min(tc.num_samples, n)
         self.monitor.text("valid/samples", samples_markdown(valid.src[:k], valid.tgt[:k], hyps[:k]), p.step)
-        figure_seconds = self.log_attention([h.tokens for h in best[: tc.attention.sentences]])
+        figure_seconds = self.log_attention(best[: tc.attention.sentences])
         self.monitor.flush()
         log.info("validation epoch %d step %d %s%s", p.epoch, p.step, format_scalars(values),
                  " (best)" if improved else "")
