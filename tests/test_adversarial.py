@@ -141,7 +141,8 @@ def _run_limited(script: str, args: list[str], box: Path, server: str) -> tuple[
     stderr, peak RSS in KiB)."""
     env = dict(os.environ, HOME=str(box / "home"), SECRET_TOKEN=SECRET, NMT_DATA_DIR=str(box / "data"),
                HF_ENDPOINT=server, HF_HOME=str(box / "home" / ".cache" / "hf"), HTTP_PROXY=server,
-               HTTPS_PROXY=server, http_proxy=server, https_proxy=server, NO_PROXY="", no_proxy="")
+               HTTPS_PROXY=server, http_proxy=server, https_proxy=server, NO_PROXY="", no_proxy="",
+               OMP_NUM_THREADS="1")  # two of these run at once on two cores
     env.pop("HF_HUB_OFFLINE", None)
     env.pop("HF_DATASETS_OFFLINE", None)
     out, err = box.parent / f"{script}.out", box.parent / f"{script}.err"

@@ -118,9 +118,10 @@ def test_routes_serve_every_step_with_the_values_the_model_produced(runs):
     assert record["meta"]["tgt_pieces"] == maps.tgt_pieces and record["meta"]["src_pieces"] == maps.src_pieces
 
 
-def test_routes_refuse_bad_requests_and_serve_only_their_own_files(runs):
+def test_routes_refuse_bad_requests_and_serve_only_their_own_files(runs, tmp_path):
     root, _ = runs
-    _, get = _client(root / "logs")
+    plugin, get = _client(root / "logs")
+    assert plugin.is_active() and not _client(tmp_path)[0].is_active()  # active only with its data
     assert get("/record", run="transformer/tensorboard", sentence=3, step=1)[0] == 404
     assert get("/record", run="transformer/tensorboard", sentence="x", step=1)[0] == 400
     assert get("/sentences", run="nope")[0] == 404

@@ -91,8 +91,9 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
         steps = late
         eligible, picked = len(steps), steps[-n:]
         if eligible < 2:
-            raise ValueError(f"{root}: {eligible} complete step-* checkpoints; at least 2 are needed to average "
-                             "(raise train.keep_last to keep more)")
+            before = f" from update {min_step} on (train.validate_after_updates)" if min_step else ""
+            raise ValueError(f"{root}: {eligible} complete step-* checkpoints{before}; at least 2 are needed to "
+                             "average (raise train.keep_last to keep more)")
     if eligible < n and warn:
         log.warning("%s: only %d eligible checkpoints, averaging those instead of %d", root, eligible, n)
     return picked

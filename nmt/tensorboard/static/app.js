@@ -167,6 +167,7 @@ export class App {
     if (this.state.step !== step) return;  // a later change won
     const first = !this.record || fresh;
     this.record = record;
+    if (first || this.state.pinned >= record.meta.tgt_pieces.length) this.state.pinned = null;
     this.fillModelControls(first);
     await this.draw();
   }

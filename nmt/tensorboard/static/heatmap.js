@@ -33,7 +33,7 @@ export class Heatmap {
     const widest = (labels) => Math.max(20, ...labels.map((l) => ctx.measureText(l).width));
     const left = Math.min(160, widest(view.rowLabels) + 10);
     const top = Math.min(160, widest(view.colLabels) * 0.75 + 12);
-    const cell = Math.max(4, Math.min(28, Math.floor((this.maxWidth - left - 10) / Math.max(1, view.cols))));
+    const cell = Math.max(4, Math.min(36, Math.floor((this.maxWidth - left - 10) / Math.max(1, view.cols))));
     return {left, top, cell, width: left + cell * view.cols + 10, height: top + cell * view.rows + 10};
   }
 
