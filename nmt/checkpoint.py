@@ -189,7 +189,7 @@ def read_tokenizer(folder: Path, meta: Optional[dict] = None, label: Optional[st
         CheckpointError: no model, a file too large or not a sentencepiece model, or a model
             whose sha256 differs from the one recorded (a swapped tokenizer translates garbage).
     """
-    from nmt.data.corpus import DataError
+    from nmt.data.errors import DataError
     from nmt.data.tokenizer import Tokenizer
 
     label = label or str(folder)

@@ -106,6 +106,18 @@ class DataConfig:
     max_test_pairs: Optional[int] = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
+    def role_of(self, split: str) -> tuple[Optional[str], str]:
+        """``split`` -> ``(role, split name)``. The roles ``train``/``valid``/``test`` map through
+        ``*_split``; a literal name gets the role whose split it equals, else role None."""
+        for role in ("train", "valid", "test"):
+            if split in (role, getattr(self, f"{role}_split")):
+                return role, getattr(self, f"{role}_split")
+        return None, split
+
+    def max_pairs(self, role: Optional[str]) -> Optional[int]:
+        """``max_<role>_pairs`` (the first N pairs of that role's split), None for no role."""
+        return getattr(self, f"max_{role}_pairs") if role else None
+
 
 ATTENTION_SCORES = ("additive", "concat", "dot", "general", "scaled_dot", "cosine", "location")
 ATTENTION_WINDOWS = ("global", "local_m", "local_p")

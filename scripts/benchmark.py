@@ -196,7 +196,7 @@ def bench_translation(ckpt: str, sentences: int, beam_size: int, batch_size: int
     """Translation speed of one checkpoint (runs in a worker process)."""
     import torch
 
-    from nmt.data.corpus import load_split
+    from nmt.data.splits import load_split
     from nmt.evaluate import score_corpus, translate_texts
     from nmt.checkpoint import load_model
 

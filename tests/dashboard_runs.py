@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nmt.config import (AttentionConfig, AttentionPlotConfig, Config, ModelConfig, OptimConfig, RNNDecoderConfig,
                         SearchConfig, TrainConfig)
-from nmt.data.corpus import ParallelText
+from nmt.data.text import ParallelText
 from nmt.data.dataset import TokenizedDataset
 from nmt.train.data import PreparedData
 from nmt.train.trainer import Trainer

@@ -197,7 +197,8 @@ def test_a_checkpoints_config_is_never_interpolated(monkeypatch):
 def test_an_empty_dev_split_is_refused_when_it_is_read(tmp_path):
     """Issue 36 B9: an empty dev split failed with ZeroDivisionError after the first epoch."""
     from nmt.config import DataConfig
-    from nmt.data.corpus import DataError, load_split
+    from nmt.data.errors import DataError
+    from nmt.data.splits import load_split
 
     for name in ("train.en", "train.de"):
         (tmp_path / name).write_text("a b\n")

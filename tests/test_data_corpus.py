@@ -1,4 +1,5 @@
-"""nmt.data.corpus: reading, validation and cleaning (RELIABILITY.md R19-R23, R26)."""
+"""nmt.data.text, nmt.data.splits and the length filter of nmt.data.dataset: reading, validation
+and cleaning (RELIABILITY.md R19-R23, R26)."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from nmt.config import DataConfig, Policy
-from nmt.data import corpus
-from nmt.data.corpus import DataError, filter_by_length, load_split, read_lines, read_parallel
+from nmt.data import download as corpus  # resolve_data_dir lives beside the download of a missing corpus
+from nmt.data.dataset import filter_by_length
+from nmt.data.errors import DataError
+from nmt.data.splits import load_split
+from nmt.data.text import read_lines, read_parallel
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -71,7 +75,7 @@ def test_crlf_and_whitespace_stripped(tmp_path):
 
 def test_control_characters_replaced_and_counted(tmp_path, caplog):
     path = write(tmp_path / "f", "ok\na\x00b\nc\x1bd\ttab\n")
-    with caplog.at_level(logging.WARNING, logger="nmt.data.corpus"):
+    with caplog.at_level(logging.WARNING, logger="nmt.data.text"):
         lines = read_lines(path)
     assert list(lines) == ["ok", "a b", "c d\ttab"]
     assert lines.stats["control_chars"] == 2
@@ -89,7 +93,7 @@ def test_one_sided_empty_line_drops_the_pair(tmp_path):
 
 def test_empty_policy_warn_reports_first_lines(tmp_path, caplog):
     src, tgt = pair(tmp_path, "a\n\nc\n", "w\nx\ny\n")
-    with caplog.at_level(logging.WARNING, logger="nmt.data.corpus"):
+    with caplog.at_level(logging.WARNING, logger="nmt.data.text"):
         text = read_parallel(src, tgt, on_empty=Policy.warn)
     assert len(text) == 2
     assert "dropped 1 pairs" in caplog.text and "first lines: 2" in caplog.text
@@ -135,7 +139,7 @@ def test_max_pairs_takes_first_lines(tmp_path):
 def test_filter_by_length_counts_and_reports(caplog):
     src = [3, 300, 4, 1, 10]
     tgt = [3, 5, 40, 0, 11]
-    with caplog.at_level(logging.INFO, logger="nmt.data.corpus"):
+    with caplog.at_level(logging.INFO, logger="nmt.data.dataset"):
         kept = filter_by_length(src, tgt, max_len=250, max_ratio=3.0, max_drop_fraction=0.9,
                                 name="t", line_numbers=[10, 20, 30, 40, 50])
     assert kept == [0, 3, 4]  # (1, 0) -> max(1, len) ratio 1

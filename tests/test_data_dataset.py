@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nmt.data.batch import BOS_ID, EOS_ID, PAD_ID
-from nmt.data.corpus import read_lines
+from nmt.data.text import read_lines
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
 
 

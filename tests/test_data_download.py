@@ -10,7 +10,7 @@ import pytest
 
 from nmt.config import DataConfig
 from nmt.data import download
-from nmt.data.corpus import DataError
+from nmt.data.errors import DataError
 
 TEXTS = {f"{split}.{lang}": f"{split} {lang} line 1\n{split} {lang} line 2\n".encode()
          for split in ("train", "valid", "test2016") for lang in ("en", "de")}

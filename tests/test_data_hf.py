@@ -16,7 +16,8 @@ datasets = pytest.importorskip("datasets")
 
 from nmt.config import DataConfig, HFDataFiles, TokenizerConfig  # noqa: E402
 from nmt.data import hf  # noqa: E402
-from nmt.data.corpus import DataError, load_split  # noqa: E402
+from nmt.data.errors import DataError  # noqa: E402
+from nmt.data.splits import load_split  # noqa: E402
 from nmt.data.streaming import StreamingBatches  # noqa: E402
 from nmt.data.tokenizer import train_tokenizer  # noqa: E402
 from nmt.train.data import map_cache_dir, prepare_data  # noqa: E402

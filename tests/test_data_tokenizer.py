@@ -7,7 +7,7 @@ import random
 import pytest
 
 from nmt.config import TokenizerConfig
-from nmt.data.corpus import DataError
+from nmt.data.errors import DataError
 from nmt.data.tokenizer import Tokenizer, train_tokenizer
 
 EN = "a the man woman dog cat runs walks red blue big small in on with street park ball green house".split()

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.cli.translate import read_input
-from nmt.data.corpus import DataError, read_parallel
+from nmt.data.errors import DataError
+from nmt.data.text import read_parallel
 
 # bytes, with the characters R26 normalises spliced in: C0, DEL, C1 (NEL among them) and the
 # Unicode line and paragraph separators, which random bytes almost never form as UTF-8

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nmt.config import AttentionConfig, AttentionPlotConfig, Config, ModelConfig, OptimConfig, RNNDecoderConfig, SearchConfig, TrainConfig
-from nmt.data.corpus import ParallelText
+from nmt.data.text import ParallelText
 from nmt.data.dataset import TokenizedDataset
 from nmt.train import checkpoint as ckpt_io
 from nmt.train.data import PreparedData

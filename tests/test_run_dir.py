@@ -238,7 +238,7 @@ def test_dev_sentences_longer_than_the_positions_are_truncated_for_validation(tm
     """Issue 36 B5: a dev sentence longer than model.max_positions - 1 crashed validation (and so
     every restart); it is truncated with a warning for the dev loss and for decoding."""
     from nmt.config import AttentionPlotConfig, Config, ModelConfig, OptimConfig, SearchConfig, TrainConfig
-    from nmt.data.corpus import ParallelText
+    from nmt.data.text import ParallelText
     from nmt.train.trainer import Trainer
     from test_resume import _data
 

@@ -291,7 +291,7 @@ def test_average_checkpoints_is_the_mean(tmp_path):
 
 def _trainer(tmp_path, **train_overrides):
     from nmt.config import TrainConfig
-    from nmt.data.corpus import ParallelText
+    from nmt.data.text import ParallelText
     from nmt.data.dataset import TokenizedDataset
     from nmt.train.data import PreparedData
     from nmt.train.trainer import Trainer

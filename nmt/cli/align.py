@@ -93,7 +93,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from nmt.alignment import alignment_error_rate, format_pharaoh, read_pharaoh
     from nmt.attention_maps import collect_attention, word_alignment
-    from nmt.data.corpus import DataError, read_parallel
+    from nmt.data.errors import DataError
+    from nmt.data.text import read_parallel
     from nmt.io import atomic_write_text
     from nmt.checkpoint import CheckpointError, load_model
 

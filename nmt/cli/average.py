@@ -76,7 +76,7 @@ def average(argv: list[str]) -> dict:
         return {}
     from nmt.checkpoint import CheckpointError, load_model
     from nmt.cli.evaluate import inference_data
-    from nmt.data.corpus import load_split
+    from nmt.data.splits import load_split
     from nmt.train import checkpoint as ckpt_io
     from nmt.train.average import KEEP
 

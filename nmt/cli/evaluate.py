@@ -87,7 +87,9 @@ def _test_sets(cfg, data_cfg) -> list[TestSet]:
     Raises:
         SystemExit: unequal numbers of src and ref files, unreadable or misaligned files.
     """
-    from nmt.data.corpus import DataError, load_split, read_lines, read_parallel
+    from nmt.data.errors import DataError
+    from nmt.data.splits import load_split
+    from nmt.data.text import read_lines, read_parallel
 
     srcs, refs = comma_list(cfg.src), comma_list(cfg.ref)
     if srcs and len(srcs) != len(refs):
@@ -165,7 +167,8 @@ def _hypotheses(system: System, sets: list[TestSet], cfg) -> list[dict]:
     Raises:
         SystemExit: a hypothesis file count or line count that does not match the test sets.
     """
-    from nmt.data.corpus import DataError, read_lines
+    from nmt.data.errors import DataError
+    from nmt.data.text import read_lines
     from nmt.io import atomic_write_text, inside
 
     out = []

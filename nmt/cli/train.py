@@ -43,7 +43,7 @@ def run(cfg_node) -> dict:
 
     from nmt.config import ConfigError, to_config
     from nmt.config_checks import validate
-    from nmt.data.corpus import DataError
+    from nmt.data.errors import DataError
     from nmt.checkpoint import CheckpointError
     from nmt.train import distributed
     from nmt.train.data import prepare_data

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Optional, Sequence
 
-from nmt.data.corpus import CONTROL
+from nmt.data.text import CONTROL
 from nmt.io import open_temp
 
 log = logging.getLogger("nmt.translate")

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from nmt.data.batch import UNK_ID, Batch
+from nmt.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class TokenizedDataset:
         return self.src[i], None if self.tgt is None else self.tgt[i]
 
     def subset(self, indices: Sequence[int]) -> "TokenizedDataset":
-        """The examples at ``indices`` (e.g. from :func:`nmt.data.corpus.filter_by_length`)."""
+        """The examples at ``indices`` (e.g. from :func:`filter_by_length`)."""
         idx = [int(i) for i in indices]
         return TokenizedDataset([self.src[i] for i in idx],
                                 None if self.tgt is None else [self.tgt[i] for i in idx])
@@ -226,3 +227,61 @@ def make_batch(dataset: TokenizedDataset, indices: Sequence[int]) -> Batch:
     idx = [int(i) for i in indices]
     tgt = None if dataset.tgt is None else [dataset.tgt[i] for i in idx]
     return Batch.collate([dataset.src[i] for i in idx], tgt, idx)
+
+
+def filter_by_length(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
+                     max_ratio: float, max_drop_fraction: float, name: str,
+                     line_numbers: Optional[Sequence[int]] = None) -> list[int]:
+    """Indices of training pairs that pass the length filters (R23; never for dev/test).
+
+    A pair is dropped when either side has more than ``max_len`` tokens (``max_len <= 0``:
+    off) or when ``max(a, b) / min(a, b) > max_ratio`` with ``a, b = max(1, len)``
+    (``max_ratio <= 0``: off). Lengths are in tokens.
+
+    Args:
+        line_numbers: original 1-based lines, for the report (default ``index + 1``).
+    Returns:
+        Sorted list of kept indices.
+    Raises:
+        DataError: when every pair is dropped or more than ``max_drop_fraction`` are.
+    """
+    s = np.asarray(src_lengths, dtype=np.int64)
+    t = np.asarray(tgt_lengths, dtype=np.int64)
+    if s.shape != t.shape:
+        raise ValueError(f"{name}: {len(s)} source but {len(t)} target lengths")
+    too_long, bad_ratio = _length_violations(s, t, max_len, max_ratio)
+    keep = ~(too_long | bad_ratio)
+    n, dropped = len(s), int((~keep).sum())
+    if dropped:
+        first = int(np.flatnonzero(~keep)[0])
+        line = line_numbers[first] if line_numbers is not None else first + 1
+        logger.info("%s: length filter dropped %d of %d pairs (%d longer than %d tokens, %d with "
+                    "length ratio > %g; first: line %d)", name, dropped, n, int(too_long.sum()),
+                    max_len, int(bad_ratio.sum()), max_ratio, line)
+    if n and dropped == n:
+        raise DataError(f"{name}: the length filters drop all {n} pairs (max_len={max_len}, "
+                        f"max_len_ratio={max_ratio}); raise data.max_len or data.max_len_ratio")
+    if n and dropped / n > max_drop_fraction:
+        raise DataError(f"{name}: the length filters drop {dropped} of {n} pairs "
+                        f"({dropped / n:.1%} > data.max_drop_fraction={max_drop_fraction:.1%}); "
+                        "check the data or raise data.max_len / data.max_len_ratio")
+    return np.flatnonzero(keep).tolist()
+
+
+def passes_length_filters(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
+                          max_ratio: float) -> np.ndarray:
+    """``(N,)`` bool: which pairs pass the filters of :func:`filter_by_length` (same rules),
+    without its report or drop limits (used to check sampled segmentations of kept pairs)."""
+    too_long, bad_ratio = _length_violations(np.asarray(src_lengths, dtype=np.int64),
+                                             np.asarray(tgt_lengths, dtype=np.int64), max_len, max_ratio)
+    return ~(too_long | bad_ratio)
+
+
+def _length_violations(s: np.ndarray, t: np.ndarray, max_len: int, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(too_long, bad_ratio)`` bool masks; a too-long pair is not also counted as a bad ratio."""
+    too_long = ((s > max_len) | (t > max_len)) if max_len > 0 else np.zeros(len(s), bool)
+    bad_ratio = np.zeros(len(s), bool)
+    if max_ratio > 0:
+        a, b = np.maximum(s, 1), np.maximum(t, 1)
+        bad_ratio = (np.maximum(a, b) / np.minimum(a, b) > max_ratio) & ~too_long
+    return too_long, bad_ratio

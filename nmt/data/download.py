@@ -14,6 +14,7 @@ import argparse
 import gzip
 import hashlib
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.request import urlopen  # module attribute so tests can replace it
 
 from nmt.config import DataConfig
 from nmt.io import atomic_write_bytes
-from nmt.data.corpus import DataError, resolve_data_dir
+from nmt.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,17 @@ KNOWN_CORPORA: dict[str, CorpusSpec] = {
                for local, sha in _M30K_SHA256.items()},
     ),
 }
+
+
+def resolve_data_dir(corpus: str, dir: Optional[str | Path] = None) -> Path:  # noqa: A002
+    """Folder holding ``corpus``: ``dir`` if given, else ``$NMT_DATA_DIR/<corpus>``, else
+    ``<project root>/data/<corpus>`` (project root = parent of the ``nmt`` package)."""
+    if dir:
+        return Path(dir).expanduser()
+    env = os.environ.get("NMT_DATA_DIR")
+    if env:
+        return Path(env).expanduser() / corpus
+    return Path(__file__).resolve().parents[2] / "data" / corpus
 
 
 def sha256_file(path: Path) -> str:

@@ -2,7 +2,7 @@
 JSON Lines / CSV / Parquet files (``hf_name=json|csv|parquet`` with ``hf_data_files``).
 
 Two layouts: nested ``{translation: {lang: text}}`` (wmt14, iwslt2017) and flat columns
-(bentrevett/multi30k). Cleaning is the same as for files (:mod:`nmt.data.corpus`). With
+(bentrevett/multi30k). Cleaning is the same as for files (:mod:`nmt.data.text`). With
 ``data.streaming=true`` splits are ``datasets.IterableDataset`` (read row by row; the training
 split goes to :class:`nmt.data.streaming.StreamingBatches`). Tokenisation of a whole split runs
 through ``Dataset.map`` with a cache keyed by the sentencepiece model (:func:`tokenize_split`).
@@ -19,8 +19,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from nmt.config import DataConfig, Policy
-from nmt.data.corpus import (CONTROL, DataError, ParallelText, TextLines, _make_parallel, _max_pairs, _normalise,
-                             _report, split_role)
+from nmt.data.errors import DataError
+from nmt.data.text import ParallelText, TextLines, clean, make_parallel, normalise, report
 
 logger = logging.getLogger(__name__)
 
@@ -182,30 +182,46 @@ def column_batch(ds, columns: TextColumns) -> dict[str, list]:
 def clean_pairs(src_raw: Sequence[str], tgt_raw: Sequence[str], line_numbers: list[int], label: str,
                 on_empty: Policy | str, train: bool, cfg: DataConfig) -> ParallelText:
     """Normalise both sides (R26) and, for training (``train``), drop pairs with an empty side
-    under ``on_empty`` (R21) -- the cleaning :func:`nmt.data.corpus.read_parallel` applies to files.
+    under ``on_empty`` (R21) -- the cleaning :func:`nmt.data.text.read_parallel` applies to files.
 
     Raises:
         DataError: an empty side under ``on_empty=error`` (names the row).
     """
     names = (f"{label}.{cfg.src_lang}", f"{label}.{cfg.tgt_lang}")
-    src = _normalise(src_raw, names[0], TextLines(), line_numbers)
-    tgt = _normalise(tgt_raw, names[1], TextLines(), line_numbers)
-    return _make_parallel(src, tgt, line_numbers, names, on_empty if train else Policy.skip, train, label)
+    src = normalise(src_raw, names[0], TextLines(), line_numbers)
+    tgt = normalise(tgt_raw, names[1], TextLines(), line_numbers)
+    return make_parallel(src, tgt, line_numbers, names, on_empty if train else Policy.skip, train, label)
 
 
 def _split(cfg: DataConfig, split_name: str, streaming: bool):
     """``(role, split label, dataset limited to max_*_pairs)`` for a role or literal split name."""
-    role, _ = split_role(cfg, split_name)
+    role, _ = cfg.role_of(split_name)
     source = open_hf(cfg, streaming)
     name = hf_split_name(cfg, role, split_name, list(source))
-    ds, limit = source[name], _max_pairs(cfg, role)
+    ds, limit = source[name], cfg.max_pairs(role)
     if limit is not None:
         ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
     return role, f"{cfg.hf_name}[{name}]", ds
 
 
+@dataclass
+class HFSplit:
+    """A split read from ``datasets``: its cleaned text and the dataset it came from (which
+    :func:`load_tokenized_train` tokenises without opening the dataset again)."""
+
+    text: ParallelText
+    dataset: Any
+    columns: "TextColumns"
+    label: str
+
+
 def load_hf_split(cfg: DataConfig, split_name: str) -> ParallelText:
-    """Load a split from Hugging Face ``datasets`` (``cfg.hf_name``: hub id, folder or builder).
+    """The cleaned text of :func:`read_hf_split`."""
+    return read_hf_split(cfg, split_name).text
+
+
+def read_hf_split(cfg: DataConfig, split_name: str) -> HFSplit:
+    """Read a split from Hugging Face ``datasets`` (``cfg.hf_name``: hub id, folder or builder).
 
     ``split_name`` is a role (``train``/``valid``/``test``) or a literal split name. Layouts:
     nested ``{cfg.hf_translation_column: {lang: text}}`` or flat columns
@@ -232,14 +248,14 @@ def load_hf_split(cfg: DataConfig, split_name: str) -> ParallelText:
                            len(rows_missing), lang, rows_missing[0] + 1,
                            "" if role == "train" else ", and so is the reference or source scored against it")
     text = clean_pairs(src_raw, tgt_raw, list(range(1, len(src_raw) + 1)), label, cfg.on_empty, role == "train", cfg)
-    _report(text)
-    return text
+    report(text)
+    return HFSplit(text, ds, columns, label)
 
 
 def open_train_stream(cfg: DataConfig):
     """``(IterableDataset, TextColumns, label)`` of the training split for streaming (all of it:
     ``max_train_pairs`` is applied by the stream reader, so shards stay available)."""
-    role, _ = split_role(cfg, "train")
+    role, _ = cfg.role_of("train")
     source = open_hf(cfg, streaming=True)
     name = hf_split_name(cfg, role, "train", list(source))
     label = f"{cfg.hf_name}[{name}]"
@@ -263,8 +279,8 @@ class _EncodeColumns:
         if self._tok is None:
             self._tok = Tokenizer(self.models, num_threads=1)
         src, tgt = self.columns.texts(batch)
-        clean = lambda xs: [CONTROL.sub(" ", x).strip() for x in xs]  # noqa: E731  (as corpus._normalise)
-        return {"src_ids": self._tok.encode_src(clean(src)), "tgt_ids": self._tok.encode_tgt(clean(tgt))}
+        return {"src_ids": self._tok.encode_src([clean(x) for x in src]),
+                "tgt_ids": self._tok.encode_tgt([clean(x) for x in tgt])}
 
 
 def map_fingerprint(ds_fingerprint: str, tokenizer_sha256: Mapping[str, str], columns: TextColumns) -> str:
@@ -315,17 +331,18 @@ def tokenize_split(ds, columns: TextColumns, tokenizer, num_proc: int = 1,
     return _ragged(table.column("src_ids")), _ragged(table.column("tgt_ids")), mapped
 
 
-def load_tokenized_train(cfg: DataConfig, tokenizer, kept_rows: Sequence[int], cache_dir: Optional[Path]):
-    """Ids of the (non-streamed) training split via :func:`tokenize_split`, at ``kept_rows``
-    (0-based rows that survived cleaning, in order). ``cache_dir`` is used for ``save_to_disk``
-    folders and in-memory datasets only; hub and data-file datasets use ``datasets``' cache.
+def load_tokenized_train(cfg: DataConfig, tokenizer, split: HFSplit, cache_dir: Optional[Path]):
+    """Ids of the (non-streamed) training split ``split`` (read by :func:`read_hf_split`) via
+    :func:`tokenize_split`, at the rows that survived cleaning, in order. ``cache_dir`` is used
+    for ``save_to_disk`` folders and in-memory datasets only; hub and data-file datasets use
+    ``datasets``' cache.
 
     Returns:
         ``(src_ids, tgt_ids)``: lists of int32 arrays, one per kept row.
     """
-    _, label, ds = _split(cfg, "train", streaming=False)
-    columns = columns_of(ds, cfg, label)
+    ds, label = split.dataset, split.label
     own = is_saved_folder(cfg.hf_name) or not ds.cache_files
-    src, tgt, mapped = tokenize_split(ds, columns, tokenizer, cfg.num_proc, cache_dir if own else None)
+    src, tgt, mapped = tokenize_split(ds, split.columns, tokenizer, cfg.num_proc, cache_dir if own else None)
     logger.info("%s: sentencepiece ids in %s", label, [f["filename"] for f in mapped.cache_files] or "memory")
-    return [src[i] for i in kept_rows], [tgt[i] for i in kept_rows]
+    rows = [n - 1 for n in split.text.line_numbers]
+    return [src[i] for i in rows], [tgt[i] for i in rows]

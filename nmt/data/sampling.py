@@ -24,8 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nmt.data.corpus import passes_length_filters
-from nmt.data.dataset import TokenizedDataset
+from nmt.data.dataset import TokenizedDataset, passes_length_filters
 
 log = logging.getLogger(__name__)
 

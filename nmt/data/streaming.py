@@ -25,8 +25,8 @@ import numpy as np
 
 from nmt.config import DataConfig
 from nmt.data.batch import Batch
-from nmt.data.corpus import DataError, filter_by_length
-from nmt.data.dataset import BucketingSampler, TokenizedDataset
+from nmt.data.dataset import BucketingSampler, TokenizedDataset, filter_by_length
+from nmt.data.errors import DataError
 from nmt.data.hf import TextColumns, clean_pairs
 
 logger = logging.getLogger(__name__)

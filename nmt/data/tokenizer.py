@@ -24,7 +24,8 @@ import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
 from nmt.data.batch import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from nmt.data.corpus import OUTPUT_SEPARATORS, DataError
+from nmt.data.errors import DataError
+from nmt.data.text import OUTPUT_SEPARATORS
 from nmt.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class Tokenizer:
 
         Each list is cut at its first EOS; PAD and BOS are removed. Accepts lists, numpy
         arrays or tensors. Byte-fallback pieces can decode to any character: line and column
-        separators (newline, tab, U+2028, ... :data:`nmt.data.corpus.OUTPUT_SEPARATORS`) become
+        separators (newline, tab, U+2028, ... :data:`nmt.data.text.OUTPUT_SEPARATORS`) become
         spaces, so one sentence is always one line of any text nmt writes (R33).
 
         Raises:

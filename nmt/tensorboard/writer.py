@@ -39,9 +39,10 @@ def read_probe(path: str | Path) -> list[Probe]:
     (``train.attention.probe=``).
 
     Raises:
-        nmt.data.corpus.DataError: unreadable, not UTF-8, an empty source, or bad links (file and line).
+        nmt.data.errors.DataError: unreadable, not UTF-8, an empty source, or bad links (file and line).
     """
-    from nmt.data.corpus import DataError, read_lines
+    from nmt.data.errors import DataError
+    from nmt.data.text import read_lines
 
     probes = []
     for n, line in enumerate(read_lines(path), 1):

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Optional
 
 from nmt.config import DataConfig
-from nmt.data.corpus import DataError, ParallelText, filter_by_length, load_split, resolve_data_dir
+from nmt.data.dataset import filter_by_length
+from nmt.data.download import resolve_data_dir
+from nmt.data.errors import DataError
+from nmt.data.splits import check_not_empty, load_split
+from nmt.data.text import ParallelText
 from nmt.data.dataset import UNK_WARN_RATE, TokenizedDataset
 from nmt.data.sampling import SubwordSampling
 from nmt.data.streaming import StreamingBatches
@@ -80,7 +84,7 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
         seed: sentencepiece seed; also the streamed batches' shuffle seed.
         max_tokens: token budget of the streamed batches (``train.max_tokens``); unused otherwise.
     Raises:
-        nmt.data.corpus.DataError: bad or missing input (the message says where and what).
+        nmt.data.errors.DataError: bad or missing input (the message says where and what).
     """
     if cfg.streaming and not cfg.hf_name:
         raise DataError("data.streaming=true reads a Hugging Face dataset: set data.hf_name (a hub id, a "
@@ -89,7 +93,14 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
         valid = load_split(cfg, "valid")
         test = load_split(cfg, "test") if with_test else None
         return _prepare_stream(cfg, seed, max_tokens, valid, test)
-    train = load_split(cfg, "train")
+    hf_train = None
+    if cfg.hf_name:  # opened and read once: its text trains sentencepiece, its dataset is tokenised below
+        from nmt.data.hf import read_hf_split
+
+        hf_train = read_hf_split(cfg, "train")
+        train = check_not_empty(hf_train.text, "train", cfg.train_split)
+    else:
+        train = load_split(cfg, "train")
     valid = load_split(cfg, "valid")
     test = load_split(cfg, "test") if with_test else None
     where = cfg.hf_name or resolve_data_dir(cfg.corpus, cfg.dir)
@@ -99,7 +110,7 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
     if cfg.hf_name:
         from nmt.data.hf import load_tokenized_train
 
-        src, tgt = load_tokenized_train(cfg, tokenizer, [n - 1 for n in train.line_numbers], map_cache_dir(cfg))
+        src, tgt = load_tokenized_train(cfg, tokenizer, hf_train, map_cache_dir(cfg))
         dataset = TokenizedDataset(src, tgt)
         report_unk(dataset, train.name)
     else:

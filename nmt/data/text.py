@@ -1,4 +1,5 @@
-"""Read, validate and clean parallel text (RELIABILITY.md R19-R23, R26).
+"""The cleaning rule of every text nmt reads: parallel files and Hugging Face rows are read,
+validated and cleaned the same way (RELIABILITY.md R19-R23, R26).
 
 Text comes from two aligned files (line i of the source file translates line i of the
 target file) or from a Hugging Face ``datasets`` source. Every problem with the input is
@@ -17,15 +18,13 @@ Rules:
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from nmt.config import DataConfig, Policy
+from nmt.config import Policy
+from nmt.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +34,7 @@ CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 #: in text nmt writes (R33): the same and tab, so that a hypothesis never splits a line or a column
 OUTPUT_SEPARATORS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _BOM = b"\xef\xbb\xbf"
-_ROLES = ("train", "valid", "test")
 _SHOW = 5  # line numbers shown in reports
-
-
-class DataError(ValueError):
-    """Bad input data or a missing corpus; the message names file, line and problem."""
 
 
 @dataclass
@@ -65,7 +59,7 @@ class ParallelText:
         return len(self.src)
 
     def select(self, indices: Sequence[int]) -> "ParallelText":
-        """The pairs at ``indices`` (e.g. from :func:`filter_by_length`); stats are copied."""
+        """The pairs at ``indices`` (e.g. from :func:`nmt.data.dataset.filter_by_length`); stats are copied."""
         idx = [int(i) for i in indices]
         stats = dict(self.stats, kept=len(idx))
         return ParallelText([self.src[i] for i in idx], [self.tgt[i] for i in idx],
@@ -113,16 +107,20 @@ def _split_bytes(path: Path | str) -> list[bytes]:
     return lines
 
 
-def _normalise(texts: Sequence[str], label: str, out: TextLines,
-               line_numbers: Optional[Sequence[int]] = None) -> TextLines:
-    """Replace :data:`CONTROL` characters by spaces and strip; append to ``out`` (R26)."""
+def clean(text: str) -> str:
+    """The cleaning rule (R26): :data:`CONTROL` characters become spaces, the ends are stripped."""
+    return (CONTROL.sub(" ", text) if CONTROL.search(text) else text).strip()
+
+
+def normalise(texts: Sequence[str], label: str, out: TextLines,
+              line_numbers: Optional[Sequence[int]] = None) -> TextLines:
+    """:func:`clean` every text into ``out``, counting and reporting lines with controls (R26)."""
     first = None
     for i, text in enumerate(texts):
         if CONTROL.search(text):
-            text = CONTROL.sub(" ", text)
             out.stats["control_chars"] += 1
             first = first if first is not None else (line_numbers[i] if line_numbers else i + 1)
-        out.append(text.strip())
+        out.append(clean(text))
     out.stats["lines"] = len(out)
     if first is not None:
         logger.warning("%s: replaced control characters by spaces in %d lines (first: line %d)",
@@ -164,7 +162,7 @@ def _decode(raw: Sequence[bytes], path: Path | str, on_invalid_utf8: Policy | st
         action = "replaced bad bytes by U+FFFD" if policy is Policy.replace else "skipping the pairs"
         logger.warning("%s: %d lines are not valid UTF-8 (first: line %d); %s",
                        path, out.stats["invalid_utf8"], first_bad, action)
-    return _normalise(texts, str(path), out)
+    return normalise(texts, str(path), out)
 
 
 def read_lines(path: Path | str, on_invalid_utf8: Policy | str = Policy.error) -> TextLines:
@@ -196,7 +194,7 @@ def _check_counts(src_path: Path | str, n_src: int, tgt_path: Path | str, n_tgt:
         "The files must be aligned line by line (nothing is truncated silently).")
 
 
-def _make_parallel(src: TextLines, tgt: TextLines, line_numbers: list[int], names: tuple[str, str],
+def make_parallel(src: TextLines, tgt: TextLines, line_numbers: list[int], names: tuple[str, str],
                    on_empty: Policy | str, drop_empty: bool, name: str) -> ParallelText:
     """Pair the two sides; when ``drop_empty`` drop invalid and empty pairs (R21)."""
     policy = _policy(on_empty, (Policy.skip, Policy.warn, Policy.error), "data.on_empty")
@@ -224,7 +222,8 @@ def _make_parallel(src: TextLines, tgt: TextLines, line_numbers: list[int], name
                         [line_numbers[i] for i in keep], name, stats)
 
 
-def _report(text: ParallelText) -> None:
+def report(text: ParallelText) -> None:
+    """Log what reading ``text`` kept and dropped."""
     s = text.stats
     logger.info("%s: read %d pairs, kept %d (dropped %d with an empty side, %d with invalid "
                 "UTF-8; %d lines had control characters)", text.name, s["read"], s["kept"],
@@ -253,127 +252,7 @@ def read_parallel(src_path: Path | str, tgt_path: Path | str, *, on_empty: Polic
         raw_src, raw_tgt = raw_src[:max_pairs], raw_tgt[:max_pairs]
     src = _decode(raw_src, src_path, on_invalid_utf8)
     tgt = _decode(raw_tgt, tgt_path, on_invalid_utf8)
-    text = _make_parallel(src, tgt, list(range(1, len(src) + 1)), (str(src_path), str(tgt_path)),
+    text = make_parallel(src, tgt, list(range(1, len(src) + 1)), (str(src_path), str(tgt_path)),
                           on_empty, drop_empty, name or f"{src_path} + {tgt_path}")
-    _report(text)
+    report(text)
     return text
-
-
-def resolve_data_dir(corpus: str, dir: Optional[str | Path] = None) -> Path:  # noqa: A002
-    """Folder holding ``corpus``: ``dir`` if given, else ``$NMT_DATA_DIR/<corpus>``, else
-    ``<project root>/data/<corpus>`` (project root = parent of the ``nmt`` package)."""
-    if dir:
-        return Path(dir).expanduser()
-    env = os.environ.get("NMT_DATA_DIR")
-    if env:
-        return Path(env).expanduser() / corpus
-    return Path(__file__).resolve().parents[2] / "data" / corpus
-
-
-def split_role(cfg: DataConfig, split: str) -> tuple[Optional[str], str]:
-    """``split`` -> (role, split name). Roles ``train``/``valid``/``test`` map through
-    ``cfg.*_split``; a literal name gets the role whose split it equals, else role None."""
-    if split in _ROLES:
-        return split, getattr(cfg, f"{split}_split")
-    for role in _ROLES:
-        if split == getattr(cfg, f"{role}_split"):
-            return role, split
-    return None, split
-
-
-def _max_pairs(cfg: DataConfig, role: Optional[str]) -> Optional[int]:
-    return getattr(cfg, f"max_{role}_pairs") if role else None
-
-
-def load_split(cfg: DataConfig, split: str) -> ParallelText:
-    """Load one split (``train``/``valid``/``test`` or a literal name like ``test2016``).
-
-    Files ``{dir}/{split}.{src_lang}`` and ``.{tgt_lang}``; missing files go through
-    :func:`nmt.data.download.ensure_corpus`. With ``cfg.hf_name`` set, the split comes from
-    :func:`nmt.data.hf.load_hf_split`. The training split drops empty pairs per ``cfg.on_empty``; other
-    splits keep every line unchanged in count (R23). ``max_*_pairs`` take the first N.
-
-    Raises:
-        DataError: missing corpus, bad input (see :func:`read_parallel`), a training split
-            with no usable pair, or an empty split.
-    """
-    role, name = split_role(cfg, split)
-    if cfg.hf_name:
-        from nmt.data.hf import load_hf_split
-
-        text = load_hf_split(cfg, split)
-    else:
-        folder = resolve_data_dir(cfg.corpus, cfg.dir)
-        src_path = folder / f"{name}.{cfg.src_lang}"
-        tgt_path = folder / f"{name}.{cfg.tgt_lang}"
-        if not (src_path.is_file() and tgt_path.is_file()):
-            from nmt.data.download import ensure_corpus
-
-            ensure_corpus(cfg, splits=[name])
-        text = read_parallel(src_path, tgt_path, on_empty=cfg.on_empty if role == "train" else Policy.skip,
-                             on_invalid_utf8=cfg.on_invalid_utf8, max_pairs=_max_pairs(cfg, role),
-                             drop_empty=role == "train", name=f"{cfg.corpus}/{name}")
-    if role == "train" and len(text) == 0:
-        raise DataError(f"{text.name}: no usable training pairs ({text.stats})")
-    if len(text) == 0:  # before an epoch of training, not a ZeroDivisionError after it
-        raise DataError(f"{text.name}: the {role or split} split {name!r} is empty; validation and scoring need "
-                        "at least one sentence pair")
-    return text
-
-
-def filter_by_length(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
-                     max_ratio: float, max_drop_fraction: float, name: str,
-                     line_numbers: Optional[Sequence[int]] = None) -> list[int]:
-    """Indices of training pairs that pass the length filters (R23; never for dev/test).
-
-    A pair is dropped when either side has more than ``max_len`` tokens (``max_len <= 0``:
-    off) or when ``max(a, b) / min(a, b) > max_ratio`` with ``a, b = max(1, len)``
-    (``max_ratio <= 0``: off). Lengths are in tokens.
-
-    Args:
-        line_numbers: original 1-based lines, for the report (default ``index + 1``).
-    Returns:
-        Sorted list of kept indices.
-    Raises:
-        DataError: when every pair is dropped or more than ``max_drop_fraction`` are.
-    """
-    s = np.asarray(src_lengths, dtype=np.int64)
-    t = np.asarray(tgt_lengths, dtype=np.int64)
-    if s.shape != t.shape:
-        raise ValueError(f"{name}: {len(s)} source but {len(t)} target lengths")
-    too_long, bad_ratio = _length_violations(s, t, max_len, max_ratio)
-    keep = ~(too_long | bad_ratio)
-    n, dropped = len(s), int((~keep).sum())
-    if dropped:
-        first = int(np.flatnonzero(~keep)[0])
-        line = line_numbers[first] if line_numbers is not None else first + 1
-        logger.info("%s: length filter dropped %d of %d pairs (%d longer than %d tokens, %d with "
-                    "length ratio > %g; first: line %d)", name, dropped, n, int(too_long.sum()),
-                    max_len, int(bad_ratio.sum()), max_ratio, line)
-    if n and dropped == n:
-        raise DataError(f"{name}: the length filters drop all {n} pairs (max_len={max_len}, "
-                        f"max_len_ratio={max_ratio}); raise data.max_len or data.max_len_ratio")
-    if n and dropped / n > max_drop_fraction:
-        raise DataError(f"{name}: the length filters drop {dropped} of {n} pairs "
-                        f"({dropped / n:.1%} > data.max_drop_fraction={max_drop_fraction:.1%}); "
-                        "check the data or raise data.max_len / data.max_len_ratio")
-    return np.flatnonzero(keep).tolist()
-
-
-def passes_length_filters(src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_len: int,
-                          max_ratio: float) -> np.ndarray:
-    """``(N,)`` bool: which pairs pass the filters of :func:`filter_by_length` (same rules),
-    without its report or drop limits (used to check sampled segmentations of kept pairs)."""
-    too_long, bad_ratio = _length_violations(np.asarray(src_lengths, dtype=np.int64),
-                                             np.asarray(tgt_lengths, dtype=np.int64), max_len, max_ratio)
-    return ~(too_long | bad_ratio)
-
-
-def _length_violations(s: np.ndarray, t: np.ndarray, max_len: int, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(too_long, bad_ratio)`` bool masks; a too-long pair is not also counted as a bad ratio."""
-    too_long = ((s > max_len) | (t > max_len)) if max_len > 0 else np.zeros(len(s), bool)
-    bad_ratio = np.zeros(len(s), bool)
-    if max_ratio > 0:
-        a, b = np.maximum(s, 1), np.maximum(t, 1)
-        bad_ratio = (np.maximum(a, b) / np.minimum(a, b) > max_ratio) & ~too_long
-    return too_long, bad_ratio
