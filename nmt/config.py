@@ -19,6 +19,9 @@ from typing import Any, Optional
 import yaml
 from omegaconf import MISSING, OmegaConf
 
+from nmt.choices import (Activation, Arch, AttentionScore, AttentionWindow, DecoderStyle, Optimizer, Positions, Precision,
+                         RNNType, Scheduler)
+
 
 class ConfigError(ValueError):
     """Settings that cannot work, or a config file that cannot be trusted; the message names the keys."""
@@ -33,6 +36,11 @@ class Policy(str, Enum):
     replace = "replace"
 
 
+#: field metadata: the setting may differ between an interrupted run and its resumption (budgets,
+#: logging, devices, what happens after training; R9); on a group, every key under it may
+MAY_CHANGE_ON_RESUME = {"resume": True}
+
+
 @dataclass
 class TokenizerConfig:
     """sentencepiece options (Kudo & Richardson 2018)."""
@@ -44,7 +52,7 @@ class TokenizerConfig:
     character_coverage: float = 1.0
     input_sentence_size: int = 0  # 0 = use every training sentence
     num_threads: int = 1  # sentencepiece training threads; the model depends on it (kept fixed for R27)
-    cache_dir: Optional[str] = None  # default: <data dir>/.cache or ~/.cache/nmt
+    cache_dir: Optional[str] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # default: <data dir>/.cache or ~/.cache/nmt
     # subword regularisation of the training split (Kudo 2018, l-best sampling; nmt/data/sampling.py):
     # every epoch, each training sentence takes one of its nbest_size best segmentations, drawn
     # with probability ∝ P(x)^alpha; dev, test and translation keep the best one. Not part of the
@@ -70,13 +78,13 @@ class DataConfig:
     """Where the parallel text comes from and how it is cleaned."""
 
     corpus: str = "multi30k"
-    dir: Optional[str] = None  # default: $NMT_DATA_DIR/<corpus>, then <project>/data/<corpus>
+    dir: Optional[str] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # default: $NMT_DATA_DIR/<corpus>, then <project>/data/<corpus>
     src_lang: str = "en"
     tgt_lang: str = "de"
     train_split: str = "train"
     valid_split: str = "valid"
     test_split: str = "test2016"
-    download: bool = True  # fetch a known corpus (multi30k) when it is missing
+    download: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # fetch a known corpus (multi30k) when it is missing
     # Hugging Face datasets source (used instead of files when hf_name is set)
     hf_name: Optional[str] = None
     hf_config: Optional[str] = None
@@ -119,19 +127,12 @@ class DataConfig:
         return getattr(self, f"max_{role}_pairs") if role else None
 
 
-ATTENTION_SCORES = ("additive", "concat", "dot", "general", "scaled_dot", "cosine", "location")
-ATTENTION_WINDOWS = ("global", "local_m", "local_p")
-RNN_STYLES = ("bahdanau", "luong")
-RNN_TYPES = ("gru", "lstm")
-SCHEDULERS = ("inverse_sqrt", "constant", "noam", "cosine", "linear")
-
-
 @dataclass
 class AttentionConfig:
     """RNN attention: a score function and a window (Bahdanau et al. 2015; Luong et al. 2015 §3)."""
 
-    score: str = "additive"  # additive (= Luong concat) | dot | general | scaled_dot | cosine | location
-    window: str = "global"  # global | local_m | local_p (Luong et al. 2015 §3.2)
+    score: AttentionScore = AttentionScore.additive
+    window: AttentionWindow = AttentionWindow["global"]  # local_m, local_p: Luong et al. 2015 §3.2
     window_size: int = 10  # D: the window is [p_t - D, p_t + D]; local-p uses sigma = D / 2
     attention_dim: int = 0  # additive/local-p hidden size (0 = decoder hidden size)
     cosine_scale: float = 10.0  # initial (or fixed) scale of cosine scores
@@ -143,7 +144,7 @@ class AttentionConfig:
 class RNNDecoderConfig:
     """Attentional RNN decoder."""
 
-    style: str = "bahdanau"  # bahdanau (§3.1, attend from s_{t-1}) | luong (attend from h_t)
+    style: DecoderStyle = DecoderStyle.bahdanau
     input_feeding: bool = True  # Luong et al. 2015 §3.3 (luong style only)
 
 
@@ -151,9 +152,9 @@ class RNNDecoderConfig:
 class ModelConfig:
     """Model architecture. ``arch`` picks the family; fields of the others are ignored."""
 
-    arch: str = "transformer"  # transformer | rnn
+    arch: Arch = Arch.transformer
     # --- RNN family (arch=rnn) ---
-    rnn_type: str = "gru"  # gru | lstm
+    rnn_type: RNNType = RNNType.gru
     embed_dim: int = 256
     hidden_size: int = 512  # decoder hidden size; each encoder direction has hidden_size // 2
     decoder: RNNDecoderConfig = field(default_factory=RNNDecoderConfig)
@@ -167,9 +168,9 @@ class ModelConfig:
     dropout: float = 0.3
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
-    activation: str = "relu"  # relu | gelu | swiglu | geglu (gated: Shazeer 2020; fc1 is (2*ffn_dim, d_model))
+    activation: Activation = Activation.relu
     pre_norm: bool = False  # False: post-norm as in Vaswani et al. 2017
-    positions: str = "sinusoidal"  # sinusoidal | learned
+    positions: Positions = Positions.sinusoidal
     max_positions: int = 1024
     share_embeddings: bool = True  # one embedding matrix for source and target (joint vocab)
     tie_output: bool = True  # output projection = target embedding (Press & Wolf 2017)
@@ -181,12 +182,12 @@ class ModelConfig:
 class OptimConfig:
     """Adam(W) with a learning-rate schedule (Vaswani et al. 2017 §5.3)."""
 
-    optimizer: str = "adam"  # adam (decoupled weight decay, i.e. AdamW) | sgd
+    optimizer: Optimizer = Optimizer.adam
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     weight_decay: float = 1e-4
-    scheduler: str = "inverse_sqrt"  # inverse_sqrt | constant | noam | cosine | linear (decay over train.max_steps)
+    scheduler: Scheduler = Scheduler.inverse_sqrt
     warmup_steps: int = 1000
     warmup_init_lr: float = 1e-7
     min_lr: float = 0.0
@@ -215,35 +216,35 @@ class TrainConfig:
     max_tokens: int = 4096  # source+target-padded token budget per batch (max of the two)
     update_freq: int = 1  # gradient accumulation
     label_smoothing: float = 0.1
-    max_epochs: int = 100
-    max_steps: int = 0  # 0 = no limit
-    max_time_minutes: float = 0.0  # wall-clock budget for training (0 = none)
+    max_epochs: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)
+    max_steps: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # 0 = no limit
+    max_time_minutes: float = field(default=0.0, metadata=MAY_CHANGE_ON_RESUME)  # wall-clock budget for training (0 = none)
     fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes, and again after a validation if the machine slowed down (nmt.train.budget)
     valid_every_steps: int = 0  # 0 = once per epoch
     valid_every_epochs: int = 1
     validate_after_updates: int = 0  # no validation before this update (fairseq --validate-after-updates); the closing one always runs, and fit_schedule_to_time validates once when warmup ends to time it
     valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)
-    patience: int = 10  # validations without BLEU improvement before stopping (0 = off)
-    log_every_steps: int = 100
-    keep_last: int = 2
-    average_last: int = 0  # at the end, average the last N checkpoints; kept only if dev BLEU improves (0 = off)
-    average_best: int = 0  # at the end, average the best N checkpoints by dev BLEU (kept while training); kept only if better (0 = off)
-    num_threads: int = 0  # torch intra-op threads (0 = torch default)
+    patience: int = field(default=10, metadata=MAY_CHANGE_ON_RESUME)  # validations without BLEU improvement before stopping (0 = off)
+    log_every_steps: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)
+    keep_last: int = field(default=2, metadata=MAY_CHANGE_ON_RESUME)
+    average_last: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # at the end, average the last N checkpoints; kept only if dev BLEU improves (0 = off)
+    average_best: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # at the end, average the best N checkpoints by dev BLEU (kept while training); kept only if better (0 = off)
+    num_threads: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # torch intra-op threads (0 = torch default)
     keep_freed_memory: bool = True  # CPU, glibc: freed tensors stay in the heap for reuse instead of page-faulting anew each update (nmt.train.allocator)
-    device: str = "cpu"  # cpu | cuda | auto
-    eval_test: bool = True  # decode the test split with beam search at the end
-    tune_length_penalty: list[float] = field(default_factory=list)  # GNMT alphas tried on dev at the end
-    num_samples: int = 3  # fixed dev sentences shown in TensorBoard
-    attention: AttentionPlotConfig = field(default_factory=AttentionPlotConfig)
-    progress_bar: Optional[bool] = None  # None = only on a terminal
-    save_every_steps: int = 0  # also checkpoint every N updates without validating (0 = only at validation)
-    resume: bool = True  # continue from the run directory's latest complete checkpoint when there is one
-    overwrite: bool = False  # start over in a run directory that holds a finished run (results.json); an unfinished one resumes
-    dist_timeout_minutes: float = 30.0  # torchrun: a collective waiting longer than this ends every process (rank 0 validates while the others wait)
-    max_bad_steps: int = 10  # stop (non-zero) after this many non-finite updates in a row (R13)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for GPUs (fp16 adds dynamic loss scaling); fp32 is fastest on CPUs without AMX
+    device: str = field(default="cpu", metadata=MAY_CHANGE_ON_RESUME)  # cpu | cuda | auto
+    eval_test: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # decode the test split with beam search at the end
+    tune_length_penalty: list[float] = field(default_factory=list, metadata=MAY_CHANGE_ON_RESUME)  # GNMT alphas tried on dev at the end
+    num_samples: int = field(default=3, metadata=MAY_CHANGE_ON_RESUME)  # fixed dev sentences shown in TensorBoard
+    attention: AttentionPlotConfig = field(default_factory=AttentionPlotConfig, metadata=MAY_CHANGE_ON_RESUME)
+    progress_bar: Optional[bool] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # None = only on a terminal
+    save_every_steps: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # also checkpoint every N updates without validating (0 = only at validation)
+    resume: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # continue from the run directory's latest complete checkpoint when there is one
+    overwrite: bool = field(default=False, metadata=MAY_CHANGE_ON_RESUME)  # start over in a run directory that holds a finished run (results.json); an unfinished one resumes
+    dist_timeout_minutes: float = field(default=30.0, metadata=MAY_CHANGE_ON_RESUME)  # torchrun: a collective waiting longer than this ends every process (rank 0 validates while the others wait)
+    max_bad_steps: int = field(default=10, metadata=MAY_CHANGE_ON_RESUME)  # stop (non-zero) after this many non-finite updates in a row (R13)
+    precision: Precision = Precision.fp32  # bf16/fp16: autocast for GPUs (fp16 adds dynamic loss scaling)
     fp16_init_scale: float = 65536.0  # first loss scale of fp16 training (halved at each overflow)
-    preflight: bool = True  # run the largest batch once before step 1 so an oversized max_tokens fails at once
+    preflight: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # run the largest batch once before step 1 so an oversized max_tokens fails at once
 
 
 @dataclass
@@ -255,7 +256,7 @@ class SearchConfig:
     max_len_a: float = 1.2  # max output length = a * src_len + b
     max_len_b: int = 10
     nbest: int = 1
-    batch_size: int = 128  # sentences per decoding batch
+    batch_size: int = field(default=128, metadata=MAY_CHANGE_ON_RESUME)  # sentences per decoding batch
 
 
 @dataclass
@@ -267,136 +268,23 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    name: str = "nmt"  # run name, used in the output directory
+    name: str = field(default="nmt", metadata=MAY_CHANGE_ON_RESUME)  # run name, used in the output directory
     seed: int = 1  # shorthand for sweeps (nmt-train -m seed=1,2,3): conf/train/default.yaml sets train.seed: ${seed}
 
 
-@dataclass
-class AttentionOutputConfig:
-    """The attention of ``nmt-translate``'s translations of the user's own sentences."""
+def resume_allowed(schema=None, prefix: str = "") -> tuple[str, ...]:
+    """The keys marked :data:`MAY_CHANGE_ON_RESUME` (a group's key ends in ``.``: all under it)."""
+    from dataclasses import fields, is_dataclass
 
-    logdir: Optional[str] = None  # TensorBoard log directory: the Attention dashboard's data (one record per line)
-    images: bool = False  # also matplotlib figures in that logdir's Images tab
-    png_dir: Optional[str] = None  # directory for one PNG file per figure
-    ascii: bool = False  # print a character heatmap per sentence on stderr
-    words: bool = True  # figures: also the word-level matrix (subword pieces merged)
-    all_layers: bool = True  # figures: Transformer: every layer's head grid, self- and cross-attention
-
-
-@dataclass
-class TranslateConfig:
-    """``nmt-translate`` options (key=value on the command line)."""
-
-    ckpt: Optional[str] = None  # checkpoint or run directory (its best checkpoint); several, comma-separated: an ensemble
-    engine: str = "torch"  # torch | ctranslate2 (a model directory written by nmt-export, given as model=DIR)
-    model: Optional[str] = None  # CTranslate2 model directory (engine=ctranslate2)
-    compute_type: str = "default"  # CTranslate2 compute type (default: the stored weights' type; int8, float32, ...)
-    input: Optional[str] = None  # file to translate; default: arguments, else stdin
-    output: Optional[str] = None  # file to write; default: stdout
-    beam_size: Optional[int] = None  # default: the checkpoint's search config
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    nbest: int = 1
-    format: str = "plain"  # plain | score (score<TAB>text) | tsv (id<TAB>rank<TAB>score<TAB>text) | jsonl
-    scores: bool = False  # alias of format=score
-    print_alignment: bool = False  # append a tab and Pharaoh word links (src-tgt, 0-based) to each line
-    chunk_size: int = 1000  # input lines read, translated and written (flushed) at a time
-    progress: str = "auto"  # progress bar on stderr: auto (only when stderr is a terminal) | true | false
-    alignment_shift: bool = False  # links from the step where the word is the decoder input (shift-att)
-    attention: AttentionOutputConfig = field(default_factory=AttentionOutputConfig)
-    device: str = "cpu"
-    num_threads: int = 0
-
-
-@dataclass
-class ExportConfig:
-    """``nmt-export`` options: convert a checkpoint for another inference engine."""
-
-    ckpt: str = MISSING  # checkpoint directory or run directory (best checkpoint is used)
-    out: str = MISSING  # output directory
-    format: str = "ctranslate2"  # the only format so far
-    quantization: Optional[str] = None  # CTranslate2 weight type: int8, int16, float16, ... (default float32)
-    force: bool = False  # overwrite a non-empty out
-
-
-@dataclass
-class AlignConfig:
-    """``nmt-align`` options: forced alignment of given translations (and AER against gold)."""
-
-    ckpt: str = MISSING
-    src: str = MISSING  # source sentences, one per line
-    tgt: str = MISSING  # their translations, line by line (teacher-forced)
-    output: Optional[str] = None  # Pharaoh lines; default: stdout
-    logdir: Optional[str] = None  # TensorBoard log directory: every pair's attention for the Attention dashboard
-    gold: Optional[str] = None  # gold links (i-j sure, i?j / ipj / i-j-P possible) -> AER, precision, recall
-    gold_reversed: bool = False  # gold links are target-source (e.g. a de-en gold file with an en->de model)
-    layer: Optional[int] = None  # decoder layer (default: the model's alignment layer)
-    head: str = "average"  # average | best (lowest AER on gold over the heads and head averages of every layer, or of layer) | index
-    shift: bool = False  # read token t from the step where it is the decoder input (Chen et al. 2020)
-    batch_size: int = 32
-    device: str = "cpu"
-    num_threads: int = 0
-
-
-@dataclass
-class EvaluateConfig:
-    """``nmt-evaluate`` options. Lists are comma-separated (``split=test2016,test2017``)."""
-
-    ckpt: Optional[str] = None  # checkpoint or run dir; a comma list decodes with an ensemble
-    baseline: Optional[str] = None  # a second system (checkpoint or ensemble) for the paired bootstrap test
-    hyp: Optional[str] = None  # precomputed hypotheses instead of ckpt, one file per test set
-    baseline_hyp: Optional[str] = None  # precomputed baseline hypotheses, one file per test set
-    split: Optional[str] = None  # split names (default: the data config's test split unless src/ref are given)
-    data_dir: Optional[str] = None  # folder of {split}.{lang} files (default: $NMT_DATA_DIR/<corpus>)
-    hf_name: Optional[str] = None  # read split= from this Hugging Face dataset (a checkpoint never chooses what is fetched)
-    src: Optional[str] = None  # explicit source files (paired with ref)
-    ref: Optional[str] = None  # explicit reference files, as many as src
-    output: Optional[str] = None  # hypotheses files, one per set; default: <run>/hyp.<set>
-    bootstrap_samples: int = 1000  # paired bootstrap resamples (sacrebleu's default)
-    moses_bleu: Optional[str] = None  # LANG (e.g. de): also lowercased BLEU on Moses-tokenised text, the Multi30k
-    # papers' multi-bleu.perl metric (nmt.evaluate.moses_tokenized_bleu; needs the moses extra)
-    beam_size: Optional[int] = None
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    device: str = "cpu"
-    num_threads: int = 0
-
-
-@dataclass
-class AverageConfig:
-    """``nmt-average`` options: average checkpoints of a run (Vaswani et al. 2017 §6.1)."""
-
-    run: str = MISSING  # run directory (or its checkpoints/ directory)
-    n: int = 5  # number of checkpoints averaged
-    by: str = "bleu"  # bleu: the N with the best dev BLEU in meta.json | last: the N latest steps
-    out: Optional[str] = None  # default: <run>/checkpoints/averaged
-    force: bool = False  # replace an existing checkpoint at out that nmt-average did not write
-    keep: str = "better"  # better: the average becomes "best" only if its dev BLEU beats it | always
-    data_dir: Optional[str] = None  # folder of {split}.{lang} files (default: $NMT_DATA_DIR/<corpus>)
-    hf_name: Optional[str] = None  # read the dev split from this Hugging Face dataset instead
-    beam_size: Optional[int] = None  # default: the checkpoint's search settings
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    device: str = "cpu"
-    num_threads: int = 0
-
-
-def data_for_inference(saved: DataConfig, data_dir: Optional[str] = None, hf_name: Optional[str] = None
-                       ) -> DataConfig:
-    """A checkpoint's data settings with every location replaced by what the user named (R30).
-
-    From the checkpoint come only the languages, split names and cleaning options (checked by
-    :func:`nmt.config_checks.validate`). Its ``dir``, hub dataset, ``hf_data_files`` URLs,
-    revision and cache folders are dropped, and nothing is downloaded: the files are read from
-    ``data_dir``, else ``$NMT_DATA_DIR/<corpus>``, or from the hub dataset ``hf_name`` when the
-    user names one.
-    """
-    import dataclasses
-
-    tokenizer = dataclasses.replace(saved.tokenizer, cache_dir=None)
-    return dataclasses.replace(saved, dir=data_dir, download=False, hf_name=hf_name or None, hf_revision=None,
-                               hf_data_files=HFDataFiles(), hf_cache_dir=None, streaming=False, tokenizer=tokenizer,
-                               hf_config=saved.hf_config if hf_name and hf_name == saved.hf_name else None)
+    out = []
+    for f in fields(schema or Config):
+        key = f"{prefix}{f.name}"
+        group = isinstance(f.default_factory, type) and is_dataclass(f.default_factory)
+        if f.metadata.get("resume"):
+            out.append(key + "." if group else key)
+        elif group:
+            out += resume_allowed(f.default_factory, key + ".")
+    return tuple(out)
 
 
 def register_configs() -> None:

@@ -11,8 +11,7 @@ import math
 from dataclasses import fields, is_dataclass
 from typing import Any, Iterator
 
-from nmt.config import (ATTENTION_SCORES, ATTENTION_WINDOWS, RNN_STYLES, RNN_TYPES, SCHEDULERS, AttentionConfig,
-                        Config, ConfigError)
+from nmt.config import AttentionConfig, Config, ConfigError
 from nmt.io import SAFE_NAME
 
 INF = math.inf
@@ -49,14 +48,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "search.max_len_b": (0, 16384), "search.batch_size": (1, 10**6), "search.length_penalty": (-10, 10),
 }
 
-#: key -> the values it may take
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.arch": ("transformer", "rnn"), "model.rnn_type": RNN_TYPES, "model.decoder.style": RNN_STYLES,
-    "model.attention.score": ATTENTION_SCORES, "model.attention.window": ATTENTION_WINDOWS,
-    "model.activation": ("relu", "gelu", "swiglu", "geglu"), "model.positions": ("sinusoidal", "learned"),
-    "optim.optimizer": ("adam", "sgd"), "optim.scheduler": SCHEDULERS, "train.precision": ("fp32", "bf16", "fp16"),
-    "data.tokenizer.model_type": ("unigram", "bpe"),
-}
+#: key -> the values it may take (the Enum-typed settings of nmt.choices are checked by OmegaConf)
+CHOICES: dict[str, tuple[str, ...]] = {"data.tokenizer.model_type": ("unigram", "bpe")}
 
 #: keys whose values become parts of file names (R30): letters, digits, '_' and '-' only
 NAMES = ("data.corpus", "data.src_lang", "data.tgt_lang", "data.train_split", "data.valid_split", "data.test_split",

@@ -114,8 +114,11 @@ def test_invalid_combinations_fail_clearly():
         rnn_model(style="vaswani")
     with pytest.raises(ValueError, match="rnn_type"):
         rnn_model(rnn_type="elman")
-    with pytest.raises(ValueError, match="even"):
-        build_model(ModelConfig(arch="rnn", hidden_size=25), 50, 50)
+    from nmt.config import Config
+    from nmt.config_checks import validate
+
+    with pytest.raises(ValueError, match="even"):  # a config rule: checked once, before anything is built
+        validate(Config(model=ModelConfig(arch="rnn", hidden_size=25)), training=False)
 
 
 SOURCES = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31, 32, 33]]

@@ -13,7 +13,7 @@ from nmt.cli.interactive import run_interactive
 from nmt.cli.translate import main, translate_stream
 from nmt.cli.translate_engines import TorchEngine
 from nmt.cli.translate_io import progress_bar
-from nmt.config import TranslateConfig
+from nmt.cli.options import TranslateConfig
 from test_cli_e2e import _script
 from test_ensemble import make_checkpoint, tiny_tokenizer
 

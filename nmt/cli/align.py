@@ -85,7 +85,7 @@ def write_forced_records(logdir: str, maps, pairs, gold) -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-align``."""
     from nmt.cli import parse_options
-    from nmt.config import AlignConfig
+    from nmt.cli.options import AlignConfig
 
     cfg: Optional[AlignConfig] = parse_options(AlignConfig, __doc__, sys.argv[1:] if argv is None else argv)
     if cfg is None:

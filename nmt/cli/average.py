@@ -69,7 +69,7 @@ def check_out(out: Path, root: Path, force: bool) -> None:
 def average(argv: list[str]) -> dict:
     """Run ``nmt-average`` from ``key=value`` arguments, print the report and return the result."""
     from nmt.cli import parse_options
-    from nmt.config import AverageConfig
+    from nmt.cli.options import AverageConfig
 
     cfg: Optional[AverageConfig] = parse_options(AverageConfig, __doc__, argv)
     if cfg is None:

@@ -118,18 +118,33 @@ def _test_sets(cfg, data_cfg) -> list[TestSet]:
 
 def inference_data(saved, data_dir: Optional[str], hf_name: Optional[str], needed: bool = True):
     """The data settings to read splits with: the checkpoint's languages and split names, the
-    locations the user named (:func:`nmt.config.data_for_inference`, R30).
+    locations the user named (:func:`data_for_inference`, R30).
 
     Raises:
         SystemExit: the checkpoint's data came from the hub and the user named no dataset or folder.
     """
-    from nmt.config import data_for_inference
-
     if needed and saved.hf_name and not (hf_name or data_dir):
         raise SystemExit(f"error: the checkpoint was trained on the Hugging Face dataset {saved.hf_name!r}; a "
                          "checkpoint never chooses what is downloaded: pass hf_name=<dataset> (or data_dir=, or "
                          "src=/ref= files) to name the data yourself")
     return data_for_inference(saved, data_dir, hf_name)
+
+
+def data_for_inference(saved, data_dir: Optional[str] = None, hf_name: Optional[str] = None):
+    """A checkpoint's data settings with every location replaced by what the user named (R30).
+
+    From the checkpoint come only the languages, split names and cleaning options (checked by
+    :func:`nmt.config_checks.validate`). Its ``dir``, hub dataset, ``hf_data_files`` URLs,
+    revision and cache folders are dropped, and nothing is downloaded: the files are read from
+    ``data_dir``, else ``$NMT_DATA_DIR/<corpus>``, or from the hub dataset ``hf_name`` when the
+    user names one.
+    """
+    from nmt.config import HFDataFiles
+
+    tokenizer = dataclasses.replace(saved.tokenizer, cache_dir=None)
+    return dataclasses.replace(saved, dir=data_dir, download=False, hf_name=hf_name or None, hf_revision=None,
+                               hf_data_files=HFDataFiles(), hf_cache_dir=None, streaming=False, tokenizer=tokenizer,
+                               hf_config=saved.hf_config if hf_name and hf_name == saved.hf_name else None)
 
 
 def search_settings(loaded, beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> dict:
@@ -297,7 +312,8 @@ def _score_sets(sets: list[TestSet], outputs: list[dict], base_outputs: Optional
 def evaluate(argv: list[str]) -> dict:
     """Run an evaluation from ``key=value`` arguments, print it and return the result dict."""
     from nmt.cli import parse_options
-    from nmt.config import DataConfig, EvaluateConfig
+    from nmt.cli.options import EvaluateConfig
+    from nmt.config import DataConfig
 
     cfg: Optional[EvaluateConfig] = parse_options(EvaluateConfig, __doc__, argv)
     if cfg is None:

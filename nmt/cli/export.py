@@ -19,7 +19,7 @@ log = logging.getLogger("nmt.export")
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-export``."""
     from nmt.cli import parse_options
-    from nmt.config import ExportConfig
+    from nmt.cli.options import ExportConfig
 
     cfg: Optional[ExportConfig] = parse_options(ExportConfig, __doc__, sys.argv[1:] if argv is None else argv)
     if cfg is None:

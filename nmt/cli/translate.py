@@ -96,7 +96,7 @@ def output_format(cfg) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     """Console script ``nmt-translate``."""
     from nmt.cli import parse_options
-    from nmt.config import TranslateConfig
+    from nmt.cli.options import TranslateConfig
 
     argv = sys.argv[1:] if argv is None else argv
     opts, sentences = split_argv(argv)

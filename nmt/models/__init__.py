@@ -5,10 +5,25 @@ from typing import Callable
 
 from nmt.config import ModelConfig
 from nmt.models.embeddings import PositionalEncoding, TokenEmbedding
-from nmt.models.rnn import RNNDecoder, RNNEncoder, check_rnn_options
+from nmt.models.rnn import RNNDecoder, RNNEncoder
 from nmt.models.rnn_attention import RNNAttention
 from nmt.models.seq2seq import Seq2Seq
 from nmt.models.transformer import TransformerDecoder, TransformerEncoder
+
+
+def embeddings(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, dim: int, scale: bool
+               ) -> tuple[TokenEmbedding, TokenEmbedding]:
+    """Source and target embeddings: one shared matrix with ``model.share_embeddings``.
+
+    Raises:
+        ValueError: shared embeddings but vocabularies of different sizes (the tokenizer's sizes:
+            the config rule, a joint tokenizer, is :func:`nmt.config_checks.validate`'s).
+    """
+    if cfg.share_embeddings and src_vocab != tgt_vocab:
+        raise ValueError(f"model.share_embeddings needs one joint vocabulary, got {src_vocab} and {tgt_vocab}; "
+                         "set data.tokenizer.joint=true or model.share_embeddings=false")
+    src = TokenEmbedding(src_vocab, dim, scale)
+    return src, src if cfg.share_embeddings else TokenEmbedding(tgt_vocab, dim, scale)
 
 
 def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
@@ -17,11 +32,7 @@ def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2S
     Raises:
         ValueError: when embeddings are shared but the vocabularies differ.
     """
-    if cfg.share_embeddings and src_vocab != tgt_vocab:
-        raise ValueError(f"model.share_embeddings needs one joint vocabulary, got {src_vocab} and {tgt_vocab}; "
-                         "set data.tokenizer.joint=true or model.share_embeddings=false")
-    src_embed = TokenEmbedding(src_vocab, cfg.d_model, cfg.scale_embeddings)
-    tgt_embed = src_embed if cfg.share_embeddings else TokenEmbedding(tgt_vocab, cfg.d_model, cfg.scale_embeddings)
+    src_embed, tgt_embed = embeddings(cfg, src_vocab, tgt_vocab, cfg.d_model, cfg.scale_embeddings)
     src_pos = PositionalEncoding(cfg.positions, cfg.d_model, cfg.max_positions)
     tgt_pos = PositionalEncoding(cfg.positions, cfg.d_model, cfg.max_positions)
     layer_args = dict(d_model=cfg.d_model, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
@@ -36,16 +47,13 @@ def build_transformer(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2S
 def build_rnn(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     """BiRNN encoder + attentional decoder (Bahdanau et al. 2015; Luong et al. 2015) from ``cfg``.
 
+    ``cfg`` is assumed valid (:func:`nmt.config_checks.validate`: an even ``hidden_size``).
+
     Raises:
-        ValueError: invalid combinations (shared embeddings without a joint vocabulary, odd
-            hidden size, a dot-type score whose query and key sizes differ, unknown names).
+        ValueError: shared embeddings without a joint vocabulary, a dot-type score whose query
+            and key sizes differ, an unknown RNN type or decoder style.
     """
-    if cfg.share_embeddings and src_vocab != tgt_vocab:
-        raise ValueError(f"model.share_embeddings needs one joint vocabulary, got {src_vocab} and {tgt_vocab}; "
-                         "set data.tokenizer.joint=true or model.share_embeddings=false")
-    check_rnn_options(cfg.rnn_type, cfg.decoder.style, cfg.hidden_size)
-    src_embed = TokenEmbedding(src_vocab, cfg.embed_dim, scale=False)
-    tgt_embed = src_embed if cfg.share_embeddings else TokenEmbedding(tgt_vocab, cfg.embed_dim, scale=False)
+    src_embed, tgt_embed = embeddings(cfg, src_vocab, tgt_vocab, cfg.embed_dim, scale=False)
     enc_hidden = cfg.hidden_size // 2
     ac = cfg.attention
     attention = RNNAttention(cfg.hidden_size, 2 * enc_hidden, score=ac.score, window=ac.window,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.models.attention import Memory
-from nmt.config import RNN_STYLES
+from nmt.choices import RNN_STYLES
 from nmt.models.activations import tanh
 from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import TokenEmbedding
@@ -281,17 +281,3 @@ class RNNDecoder(Decoder):
         if self.output_proj is not None:
             return self.output_proj.weight, self.output_proj.bias
         return self.embed.weight, None
-
-
-def check_rnn_options(rnn_type: str, style: str, hidden_size: int) -> None:
-    """Reject invalid combinations with a clear message (called by ``build_model``).
-
-    Raises:
-        ValueError: unknown RNN type or style, or an odd ``hidden_size`` (it is split over the
-            two encoder directions).
-    """
-    _rnn_class(rnn_type)
-    if style not in STYLES:
-        raise ValueError(f"unknown model.decoder.style {style!r}; expected one of {STYLES}")
-    if hidden_size % 2:
-        raise ValueError(f"model.hidden_size={hidden_size} must be even: each encoder direction gets half")

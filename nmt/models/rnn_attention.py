@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.config import ATTENTION_SCORES as SCORES  # one list, also checked by nmt.config_checks.validate
-from nmt.config import ATTENTION_WINDOWS as WINDOWS
+from nmt.choices import ATTENTION_SCORES as SCORES
+from nmt.choices import ATTENTION_WINDOWS as WINDOWS
 from nmt.models.activations import tanh
 from nmt.models.attention import Attention, Memory
 from nmt.models.step_memory import StepMemory

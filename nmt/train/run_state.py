@@ -17,21 +17,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nmt.config import Config, config_from_yaml, config_to_yaml
+from nmt.config import Config, config_from_yaml, config_to_yaml, resume_allowed
 from nmt.train import checkpoint as ckpt_io
 from nmt.train import distributed
 
 log = logging.getLogger("nmt.train")
 
-# Config keys that may change between an interrupted run and its resumption (RELIABILITY.md R9):
-# budgets, logging, devices, what happens after training. A key ending in "." allows a whole group.
-RESUME_ALLOWED = ("name", "train.max_steps", "train.max_time_minutes", "train.max_epochs", "train.patience",
-                  "train.log_every_steps", "train.progress_bar", "train.device", "train.num_threads",
-                  "train.keep_last", "train.save_every_steps", "train.resume", "train.overwrite",
-                  "train.max_bad_steps", "train.preflight", "train.eval_test", "train.tune_length_penalty", "train.average_last",
-                  "train.average_best", "train.dist_timeout_minutes",
-                  "train.num_samples", "train.attention.", "search.batch_size", "data.dir", "data.download",
-                  "data.tokenizer.cache_dir")
+#: the config keys that may change between an interrupted run and its resumption (R9), declared on
+#: the fields of nmt.config (MAY_CHANGE_ON_RESUME); a key ending in "." allows a whole group
+RESUME_ALLOWED = resume_allowed()
 
 
 class RunDirError(RuntimeError):

@@ -130,8 +130,6 @@ class Trainer(CheckpointMixin, ValidationMixin):
             torch.manual_seed(tc.seed + 1000003 * dist.rank)
         oc = cfg.optim
         self.optimizer = build_optimizer(self.model, oc.optimizer, oc.lr, oc.betas, oc.eps, oc.weight_decay)
-        if tc.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {tc.precision!r}")
         self.scaler = torch.amp.GradScaler(self.device.type, init_scale=tc.fp16_init_scale) \
             if tc.precision == "fp16" else None
         self.scheduler = build_scheduler(self.optimizer, **self._schedule(tc.max_steps))
