@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any, Optional
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 
 from nmt.choices import (Activation, Arch, AttentionScore, AttentionWindow, DecoderStyle, Optimizer, Positions, Precision,
                          RNNType, Scheduler)
