@@ -13,7 +13,7 @@ What it reports (every part runs in its own subprocess, so each peak RSS is its 
   is the same product into a new tensor each time (what a plain ``a @ b`` gets; on a 2-core VM
   page faults on the 32 MB output cost ~25%).
 * ``training.<recipe>``: ``--repeats`` windows of ``--steps`` optimizer updates on real
-  Multi30k batches after ``--warmup`` updates, through the trainer's own ``_update``; median
+  Multi30k batches after ``--warmup`` updates, through the trainer's own ``step``; median
   target and source tokens/s (real tokens, no padding), tokens per CPU-second (steadier on a
   shared machine), padding fraction of the batches (source + target slots), peak RSS.
   MFU = 6 x (P_enc x src_tok/s + (P_dec + P_out) x tgt_tok/s) / peak, where P_enc/P_dec are
@@ -115,7 +115,7 @@ def bench_training(overrides: list[str], steps: int, warmup: int, repeats: int) 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, Path(tmp))
         trainer.monitor.close()
-        batches = iter(trainer._epoch_batches())
+        batches = iter(trainer.epoch_batches())
 
         def next_group():
             nonlocal batches
@@ -125,20 +125,20 @@ def bench_training(overrides: list[str], steps: int, warmup: int, repeats: int) 
                     group.append(next(batches))
                 except StopIteration:
                     trainer.sampler.set_epoch(trainer.sampler.state_dict()["epoch"] + 1)
-                    batches = iter(trainer._epoch_batches())
+                    batches = iter(trainer.epoch_batches())
             return group
 
         for _ in range(warmup):
-            trainer._update(next_group())
+            trainer.step(next_group())
         windows = []
         for _ in range(repeats):
             tgt = src = pad = slots = 0
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 group = next_group()
-                stats = trainer._update(group)
-                tgt += stats["tokens"]
-                src += stats["src_tokens"]
+                stats = trainer.step(group)
+                tgt += stats.tokens
+                src += stats.src_tokens
                 for b in group:
                     slots += b.src_tokens.numel() + b.tgt_out.numel()
                     pad += int((~b.src_mask).sum()) + int((b.tgt_out == 0).sum())

@@ -113,12 +113,12 @@ def _trainer(run_dir, fit: bool) -> Trainer:
 def fake_clock(monkeypatch):
     """One second per update, and validations treated as free, so the fitted length is exact:
     60 s · 0.98 = 58.8 s; after WARMUP updates in WARMUP s the decay ends at update 58."""
-    monkeypatch.setattr(Trainer, "_elapsed", lambda self, start: float(self.progress.step))
+    monkeypatch.setattr(Trainer, "elapsed", lambda self, start: float(self.progress.step))
     real, real_refit = budget.fit_schedule_steps, budget.refit_schedule_steps
-    monkeypatch.setattr(trainer_module, "fit_schedule_steps",
-                        lambda step, elapsed, total, max_steps, cycles, per_cycle, **kw: real(step, elapsed, total, max_steps))
-    monkeypatch.setattr(trainer_module, "refit_schedule_steps",
-                        lambda step, elapsed, total, planned, cycles, per_cycle: real_refit(step, elapsed, total, planned))
+    monkeypatch.setattr(budget, "fit_schedule_steps",
+                        lambda step, elapsed, total, max_steps, *rest, **kw: real(step, elapsed, total, max_steps))
+    monkeypatch.setattr(budget, "refit_schedule_steps",
+                        lambda step, elapsed, total, planned, *rest: real_refit(step, elapsed, total, planned))
     return 4 + int(58.8 - 4)
 
 
@@ -129,20 +129,20 @@ SLOW_AFTER, SLOW = 20, 1.25  # seconds per update from update SLOW_AFTER on
 def slowing_clock(fake_clock, monkeypatch):
     """As fake_clock, but the machine slows down after the fit: 1.25 s per update from update
     20 on. The plan made at update 4 (end 58) would take 67.5 s of the 60."""
-    monkeypatch.setattr(Trainer, "_elapsed", lambda self, start: float(
+    monkeypatch.setattr(Trainer, "elapsed", lambda self, start: float(
         min(self.progress.step, SLOW_AFTER) + SLOW * max(0, self.progress.step - SLOW_AFTER)))
     return fake_clock
 
 
 def _lrs(trainer: Trainer) -> list[float]:
     lrs = []
-    update = trainer._update
+    update = trainer.step
 
     def wrapped(group):
         lrs.append(trainer.optimizer.param_groups[0]["lr"])
         return update(group)
 
-    trainer._update = wrapped
+    trainer.step = wrapped
     return lrs
 
 
@@ -150,11 +150,11 @@ def test_decay_fitted_to_the_budget_ends_at_min_lr_and_stops_training(tmp_path, 
     fitted = _trainer(tmp_path / "fitted", fit=True)
     lrs = _lrs(fitted)
     results = fitted.train()
-    assert fitted.progress.schedule_steps == fake_clock
+    assert fitted.budget.schedule_steps == fake_clock
     assert fitted.progress.step == fake_clock < MAX_STEPS
     assert "fitted to max_time_minutes" in results["stop_reason"]
     assert results["fitted_schedule_steps"] == fake_clock
-    assert len(fitted.progress.cycle_seconds) == len(fitted.progress.history) > 1
+    assert len(fitted.budget.cycle_seconds) == len(fitted.progress.history) > 1
     assert lrs[-1] == pytest.approx(MIN_LR + (3e-3 - MIN_LR) * 0.5 * (1 + math.cos(math.pi * 53 / 54)))
     assert fitted.scheduler.get_last_lr()[0] == pytest.approx(MIN_LR)
 
@@ -178,7 +178,7 @@ def test_fitted_schedule_resumes_bitwise(tmp_path, fake_clock):
     with pytest.raises(TrainingInterrupted):
         first.train()
     resumed = _trainer(tmp_path / "resumed", fit=True)
-    assert resumed.progress.schedule_steps == fake_clock  # from the checkpoint, not measured again
+    assert resumed.budget.schedule_steps == fake_clock  # from the checkpoint, not measured again
     rest = _record(resumed)
     resumed.train()
     assert resumed.progress.step == straight.progress.step == fake_clock
@@ -191,18 +191,18 @@ def test_a_slowdown_after_the_fit_shortens_the_decay_so_it_still_ends_in_time(tm
     slowed = _trainer(tmp_path / "refitted", fit=True)
     lrs = _lrs(slowed)
     results = slowed.train()
-    p = slowed.progress
-    assert p.schedule_steps == slowing_clock  # the plan made when warmup ended
-    assert p.schedule_refits and all(end < slowing_clock for _, end in p.schedule_refits)
-    assert results["schedule_refits"] == p.schedule_refits
-    assert "fitted to max_time_minutes" in results["stop_reason"] and p.step == p.schedule_end
-    assert slowed._elapsed(0.0) <= 60.0
+    p, b = slowed.progress, slowed.budget
+    assert b.schedule_steps == slowing_clock  # the plan made when warmup ended
+    assert b.schedule_refits and all(end < slowing_clock for _, end in b.schedule_refits)
+    assert results["schedule_refits"] == b.schedule_refits
+    assert "fitted to max_time_minutes" in results["stop_reason"] and p.step == b.schedule_end
+    assert slowed.elapsed(0.0) <= 60.0
     assert slowed.scheduler.get_last_lr()[0] == pytest.approx(MIN_LR)
     decay = lrs[WARMUP:]
     assert all(a >= b for a, b in zip(decay, decay[1:]))  # each shortening starts from the current lr
 
     # without the later check the same slowdown leaves the run cut off by the clock, high up the cosine
-    monkeypatch.setattr(trainer_module, "refit_schedule_steps", lambda step, elapsed, total, planned, *a: planned)
+    monkeypatch.setattr(budget, "refit_schedule_steps", lambda step, elapsed, total, planned, *a: planned)
     cut = _trainer(tmp_path / "cut", fit=True)
     results = cut.train()
     assert "reached max_time_minutes" in results["stop_reason"] and cut.progress.step < slowing_clock
@@ -213,18 +213,18 @@ def test_a_shortened_schedule_resumes_bitwise(tmp_path, slowing_clock):
     straight = _trainer(tmp_path / "straight", fit=True)
     expected = _record(straight)
     straight.train()
-    assert straight.progress.schedule_refits
-    at = straight.progress.schedule_refits[0][0] + 3
+    assert straight.budget.schedule_refits
+    at = straight.budget.schedule_refits[0][0] + 3
 
     first = _trainer(tmp_path / "resumed", fit=True)
     losses = _record(first, stop_at=at)  # after the first shortening
     with pytest.raises(TrainingInterrupted):
         first.train()
     resumed = _trainer(tmp_path / "resumed", fit=True)
-    assert resumed.progress.schedule_refits == straight.progress.schedule_refits[:1]
+    assert resumed.budget.schedule_refits == straight.budget.schedule_refits[:1]
     rest = _record(resumed)
     resumed.train()
-    assert resumed.progress.schedule_refits == straight.progress.schedule_refits
+    assert resumed.budget.schedule_refits == straight.budget.schedule_refits
     assert len(losses) == at and losses + rest == expected
     after, reference = _params(resumed), _params(straight)
     assert all(torch.equal(after[k], reference[k]) for k in reference)
@@ -233,20 +233,20 @@ def test_a_shortened_schedule_resumes_bitwise(tmp_path, slowing_clock):
 @pytest.mark.parametrize("fit", [False, True])
 def test_no_validation_before_validate_after_updates(tmp_path, fake_clock, monkeypatch, fit):
     seen = {}
-    real = trainer_module.fit_schedule_steps
+    real = budget.fit_schedule_steps
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "fit_schedule_steps", spy)
+    monkeypatch.setattr(budget, "fit_schedule_steps", spy)
     run = _trainer(tmp_path / "run", fit=fit)
     run.cfg.train.validate_after_updates = AFTER = 30
     run.cfg.train.max_steps = 50
     run.cfg.train.max_epochs = 100
     run.train()
     steps = [h["step"] for h in run.progress.history]
-    assert len(run.progress.cycle_seconds) == len(steps)
+    assert len(run.budget.cycle_seconds) == len(steps)
     if fit:  # one validation when warmup ends times the cycle for the fitted schedule
         assert seen["validate_after"] == AFTER
         assert steps[0] == WARMUP and min(steps[1:]) >= AFTER
@@ -273,8 +273,8 @@ def _drawing_trainer(run_dir, monkeypatch, stop_after_first_validation: bool = F
     run.cfg.train.max_steps, run.cfg.train.attention.every = 30, 4
     drawn = []
 
-    def log_attention(hyp_tokens):
-        draws = (len(run.progress.history) - 1) % run.cfg.train.attention.every == 0
+    def log_attention(dev_hyps, step, validations):
+        draws = (validations - 1) % run.cfg.train.attention.every == 0
         drawn.append(draws)
         if draws:
             time.sleep(DRAW)
@@ -282,7 +282,7 @@ def _drawing_trainer(run_dir, monkeypatch, stop_after_first_validation: bool = F
             run.request_stop("test")
         return DRAW if draws else 0.0
 
-    monkeypatch.setattr(run, "log_attention", log_attention)
+    monkeypatch.setattr(run.validator, "log_attention", log_attention)
     return run, drawn
 
 
@@ -292,7 +292,7 @@ def test_each_cycle_carries_its_share_of_the_alignment_figures(tmp_path, monkeyp
     drawing, so the first cycle alone is no longer ~4x too expensive an estimate."""
     run, drawn = _drawing_trainer(tmp_path / "run", monkeypatch)
     run.train()
-    cycles = run.progress.cycle_seconds
+    cycles = run.budget.cycle_seconds
     assert drawn[0] and drawn.count(True) >= 2 and drawn.count(False) >= 3
     assert len(cycles) == len(drawn)
     drawing = [c for c, d in zip(cycles, drawn) if d]
@@ -307,11 +307,11 @@ def test_a_resumed_run_keeps_its_share_of_the_figures(tmp_path, monkeypatch):
     first, drawn = _drawing_trainer(tmp_path / "run", monkeypatch, stop_after_first_validation=True)
     with pytest.raises(TrainingInterrupted):
         first.train()
-    assert drawn == [True] and first.progress.figure_share == pytest.approx(DRAW / 4)
+    assert drawn == [True] and first.budget.figure_share == pytest.approx(DRAW / 4)
     resumed, drawn = _drawing_trainer(tmp_path / "run", monkeypatch)
-    assert resumed.progress.figure_share == pytest.approx(DRAW / 4)
+    assert resumed.budget.figure_share == pytest.approx(DRAW / 4)
     resumed.train()
-    after = resumed.progress.cycle_seconds[1:]
+    after = resumed.budget.cycle_seconds[1:]
     assert len(after) == len(drawn) >= 2 and not drawn[0], drawn
     plain = [c for c, d in zip(after, drawn) if not d]
     assert min(plain) >= DRAW / 4, after  # a fresh counter would time these cycles at ~0

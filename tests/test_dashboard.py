@@ -69,7 +69,7 @@ def test_the_trainer_writes_a_record_per_probe_sentence_and_validation(runs):
     assert len(steps) == 12 and len(written) == 12 * 8
     assert sorted({(r.sentence, r.step) for r in written}) == sorted((i, s) for i in range(8) for s in steps)
     best = [r for r in written if r.step == results["best_step"]]  # the model holds the best checkpoint now
-    hyps = trainer.decode_hypotheses(trainer.data.valid.src[:8])
+    hyps = trainer.validator.decode_hypotheses(trainer.data.valid.src[:8])
     for record, hyp in zip(sorted(best, key=lambda r: r.sentence), hyps):
         assert record.hypothesis == trainer.data.tokenizer.decode_tgt([hyp.tokens])[0]
         assert record.score == pytest.approx(hyp.score, abs=1e-4) and record.search == {"beam_size": 2,
@@ -109,8 +109,8 @@ def test_routes_serve_every_step_with_the_values_the_model_produced(runs):
     assert set(record["matrices"]) == set(KINDS)
     # the model as it was at that validation (training ends holding the best checkpoint), teacher-forced
     # on the search's own output
-    src = [trainer.valid_ids.src[3]]
-    hyp = trainer.decode_hypotheses(trainer.data.valid.src[3:4])[0]
+    src = [trainer.validator.valid_ids.src[3]]
+    hyp = trainer.validator.decode_hypotheses(trainer.data.valid.src[3:4])[0]
     maps = collect_attention(trainer.model, trainer.data.tokenizer, src, [hyp.tokens])[0]
     expect = {"cross": maps.cross, "encoder_self": maps.encoder_self, "decoder_self": maps.decoder_self}
     for kind, layers in expect.items():

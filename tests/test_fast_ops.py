@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nmt.models.dropout import dropout
-from nmt.train.loss import label_smoothed_nll, linear_label_smoothed_nll
+from nmt.models.loss import label_smoothed_nll, linear_label_smoothed_nll
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

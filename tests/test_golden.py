@@ -29,7 +29,7 @@ from nmt.config import AttentionConfig, ModelConfig, RNNDecoderConfig
 from nmt.data.batch import Batch
 from nmt.models import build_model
 from nmt.search import beam_search, greedy_search
-from nmt.train.loss import label_smoothed_nll
+from nmt.models.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, build_scheduler
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "reverse.json"

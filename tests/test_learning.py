@@ -12,7 +12,7 @@ from nmt.config import ModelConfig
 from nmt.data.batch import Batch
 from nmt.models import build_model
 from nmt.search import beam_search, greedy_search
-from nmt.train.loss import label_smoothed_nll
+from nmt.models.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, build_scheduler
 
 SYMBOLS = list(range(4, 24))

@@ -52,16 +52,16 @@ def _trainer(run_dir, arch="transformer", model=None, **train) -> Trainer:
 def _record(trainer: Trainer, stop_at: int | None = None) -> list[float]:
     """Record every update's loss; ask the trainer to stop after update ``stop_at``."""
     losses = []
-    update = trainer._update
+    update = trainer.step
 
     def wrapped(group):
         stats = update(group)
-        losses.append(stats["loss"])
+        losses.append(stats.loss)
         if stop_at is not None and trainer.progress.step == stop_at:
             trainer.request_stop("test")
         return stats
 
-    trainer._update = wrapped
+    trainer.step = wrapped
     return losses
 
 
@@ -215,7 +215,7 @@ def test_crash_resumes_from_last_save_and_purges_later_tensorboard_events(tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     first = _trainer(tmp_path, max_steps=12, save_every_steps=4)
-    update = first._update
+    update = first.step
 
     def crash_after_10(group):
         if first.progress.step == 10:
@@ -223,7 +223,7 @@ def test_crash_resumes_from_last_save_and_purges_later_tensorboard_events(tmp_pa
             raise RuntimeError("simulated crash")
         return update(group)
 
-    first._update = crash_after_10
+    first.step = crash_after_10
     with pytest.raises(RuntimeError, match="simulated crash"):
         first.train()
     first.monitor.close()
@@ -239,10 +239,10 @@ def test_crash_resumes_from_last_save_and_purges_later_tensorboard_events(tmp_pa
 def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monkeypatch, caplog):
     """R13: a non-finite loss skips the update (parameters and step count untouched) and is
     counted; N in a row stop training, and the checkpoints stay finite."""
-    import nmt.train.trainer as trainer_module
+    import nmt.models.seq2seq as seq2seq_module
     from safetensors.torch import load_file
 
-    real = trainer_module.linear_label_smoothed_nll  # the fp32 training loss
+    real = seq2seq_module.linear_label_smoothed_nll  # the fp32 training loss (inside the model's loss)
     poisoned: set[int] = {3}
     calls: list[int] = []
 
@@ -254,19 +254,19 @@ def test_non_finite_updates_are_skipped_counted_and_stop_training(tmp_path, monk
                 return loss * float("nan"), nll
         return loss, nll
 
-    monkeypatch.setattr(trainer_module, "linear_label_smoothed_nll", maybe_nan)
+    monkeypatch.setattr(seq2seq_module, "linear_label_smoothed_nll", maybe_nan)
     trainer = _trainer(tmp_path / "a", max_steps=6, max_epochs=10, preflight=False)  # count updates only
-    update, skipped = trainer._update, []
+    update, skipped = trainer.step, []
 
     def watch(group):
         before, step = _params(trainer), trainer.progress.step
         stats = update(group)
-        if stats["skipped"]:
+        if stats.skipped:
             after = _params(trainer)
             skipped.append(all(torch.equal(before[k], after[k]) for k in before) and trainer.progress.step == step)
         return stats
 
-    trainer._update = watch
+    trainer.step = watch
     with caplog.at_level("WARNING", logger="nmt.train"):
         results = trainer.train()
     assert skipped == [True] and trainer.progress.skipped_steps == 1 and results["steps"] == 6
@@ -340,10 +340,10 @@ def test_fp16_overflow_skips_are_counted_apart_and_the_scaler_resumes(tmp_path):
         first.train()
     assert first.progress.overflow_skips >= 1 and first.progress.skipped_steps == 0
     assert first.progress.step == 4 and all(math.isfinite(x) for x in losses)
-    scale = first.scaler.get_scale()
+    scale = first.updater.scaler.get_scale()
     assert scale < 2.0 ** 22
     second = _trainer(tmp_path, max_steps=8, precision="fp16", fp16_init_scale=2.0 ** 22, preflight=False, max_epochs=20)
-    assert second.scaler.get_scale() == scale
+    assert second.updater.scaler.get_scale() == scale
     assert second.train()["steps"] == 8
 
 

@@ -120,16 +120,18 @@ def test_an_early_stopped_run_killed_in_its_final_evaluation_does_not_train_on(t
     """Issue 36 B11: early stopping on patience stops after exactly ``patience`` validations
     without improvement; the decision is saved, so a run killed during its final evaluation goes
     straight to the final evaluation when re-run instead of training further."""
-    import nmt.train.validation as validation
+    import nmt.train.validator as validation
 
     scores = iter([20.0, 19.0, 18.0, 17.0, 16.0, 15.0, 14.0, 13.0])  # dev BLEU only gets worse
     real = validation.score_corpus
     monkeypatch.setattr(validation, "score_corpus", lambda h, r: dict(real(h, r), bleu=next(scores)))
-    def killed(self, reason):
+    def killed(reason, **parts):
         raise KeyboardInterrupt("killed during the test decode")
 
     first = _trainer(tmp_path, max_epochs=50, patience=2)
-    monkeypatch.setattr(type(first), "_final_evaluation", killed)
+    import nmt.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "final_evaluation", killed)
     with pytest.raises(KeyboardInterrupt):
         first.train()
     assert len(first.progress.history) == 3  # the best, then 2 worse: patience=2
@@ -161,14 +163,14 @@ def test_the_fitted_schedule_is_in_the_checkpoint_of_the_validation_that_timed_i
     _record(trainer, stop_at=6)
     with pytest.raises(TrainingInterrupted):
         trainer.train()
-    fitted = ckpt_io.load_trainer_state(tmp_path / "checkpoints" / "step-0000004")["progress"]["schedule_steps"]
-    assert fitted == trainer.progress.schedule_steps > 0
+    fitted = ckpt_io.load_trainer_state(tmp_path / "checkpoints" / "step-0000004")["budget"]["schedule_steps"]
+    assert fitted == trainer.budget.schedule_steps > 0
     (tmp_path / "checkpoints" / "step-0000006").rename(tmp_path / "gone")  # killed before that save
     caplog.clear()
     with caplog.at_level(logging.INFO):
         again = _fitted_trainer(tmp_path, valid_every_steps=100)
         again.train()
-    assert again.progress.schedule_steps == fitted
+    assert again.budget.schedule_steps == fitted
     assert not [r for r in caplog.records if r.getMessage().startswith("schedule fitted")]
 
 

@@ -13,7 +13,7 @@ from nmt.data.batch import PAD_ID
 from nmt.models import build_model
 from nmt.train import checkpoint as ckpt_io
 from nmt.train.average import average_checkpoints
-from nmt.train.loss import label_smoothed_nll
+from nmt.models.loss import label_smoothed_nll
 from nmt.train.optim import build_optimizer, lr_lambda
 
 
@@ -313,10 +313,10 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     torch.manual_seed(0)
     big = _trainer(tmp_path / "b")
     ds = acc.data.train
-    acc_stats = acc._update([make_batch(ds, [0, 1]), make_batch(ds, [2, 3])])
-    big_stats = big._update([make_batch(ds, [0, 1, 2, 3])])
-    assert acc_stats["tokens"] == big_stats["tokens"] == 4 + 3 + 5 + 2
-    assert acc_stats["loss"] == pytest.approx(big_stats["loss"], rel=1e-5)
+    acc_stats = acc.step([make_batch(ds, [0, 1]), make_batch(ds, [2, 3])])
+    big_stats = big.step([make_batch(ds, [0, 1, 2, 3])])
+    assert acc_stats.tokens == big_stats.tokens == 4 + 3 + 5 + 2
+    assert acc_stats.loss == pytest.approx(big_stats.loss, rel=1e-5)
     for (name, p), q in zip(acc.model.named_parameters(), big.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 

@@ -13,7 +13,7 @@ def test_gradients_are_clipped_to_clip_norm_before_the_update(tmp_path):
     """optim.clip_norm: every update sees gradients of total norm <= clip_norm, while the logged
     norm is the norm before clipping (and larger here)."""
     trainer = _trainer(tmp_path, max_steps=4)
-    trainer.cfg.optim.clip_norm = 0.05
+    trainer.updater.clip_norm = 0.05  # optim.clip_norm
     seen, logged = [], []
 
     def before_step(optimizer, args, kwargs):
@@ -21,8 +21,8 @@ def test_gradients_are_clipped_to_clip_norm_before_the_update(tmp_path):
         seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
 
     trainer.optimizer.register_step_pre_hook(before_step)
-    update = trainer._update
-    trainer._update = lambda group: (lambda stats: (logged.append(stats["grad_norm"]), stats)[1])(update(group))
+    update = trainer.step
+    trainer.step = lambda group: (lambda stats: (logged.append(stats.grad_norm), stats)[1])(update(group))
     trainer.train()
     assert len(seen) == 4 and all(n <= 0.05 * (1 + 1e-4) for n in seen), seen
     assert all(n > 0.05 for n in logged), logged

@@ -12,6 +12,9 @@ from pathlib import Path
 
 log = logging.getLogger("nmt.train")
 
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving; re-run the same command to resume
+EXIT_DIVERGED = 4  # train.max_bad_steps non-finite updates in a row
+
 
 def conf_dir() -> str:
     """The Hydra config directory: the checkout's ``conf/`` (editable installs and a source
@@ -47,8 +50,7 @@ def run(cfg_node) -> dict:
     from nmt.checkpoint import CheckpointError
     from nmt.train import distributed
     from nmt.train.data import prepare_data
-    from nmt.train.trainer import (EXIT_DIVERGED, EXIT_INTERRUPTED, BatchTooLarge, RunDirError, Trainer,
-                                   TrainingDiverged, TrainingInterrupted)
+    from nmt.train.trainer import BatchTooLarge, RunDirError, Trainer, TrainingDiverged, TrainingInterrupted
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = to_config(cfg_node)

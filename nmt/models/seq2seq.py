@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
+from nmt.models.loss import label_smoothed_nll, linear_label_smoothed_nll
 
 
 class Seq2Seq(nn.Module):
@@ -43,7 +44,7 @@ class Seq2Seq(nn.Module):
         decoder's ``cross_attn.<i>`` ``(B,H,T,S)`` and ``self_attn.<i>`` ``(B,H,T,T)``, and the
         encoder's ``encoder.self_attn.<i>`` ``(B,H,S,S)`` (what the alignment plots show).
         With ``features_only`` the output carries the decoder's final features ``(B,T,D_out)``
-        instead of logits (see :func:`nmt.train.loss.linear_label_smoothed_nll`).
+        instead of logits (see :func:`nmt.models.loss.linear_label_smoothed_nll`).
         """
         enc = self.encoder(src_tokens, src_lengths, src_mask, need_weights=all_attn)
         out, _ = self.decoder(tgt_in, self.decoder.init_state(enc), need_attn=need_attn, all_attn=all_attn,
@@ -51,6 +52,22 @@ class Seq2Seq(nn.Module):
         if all_attn:
             out.extra.update({f"encoder.{k}": v for k, v in enc.extra.items() if k.startswith("self_attn.")})
         return out
+
+    def loss(self, batch, label_smoothing: float, fused: bool = True) -> tuple[Tensor, Tensor]:
+        """Teacher-forced ``(loss_sum, nll_sum)`` of a :class:`~nmt.data.batch.Batch`: summed
+        label-smoothed cross-entropy (Szegedy et al. 2016; Vaswani et al. 2017 §5.4) and summed
+        NLL over its non-pad target tokens.
+
+        With ``fused`` the output projection and the loss are computed together
+        (:func:`~nmt.models.loss.linear_label_smoothed_nll`: the ``(B, T, V)`` logits are never
+        materialised; for fp32); otherwise the logits are computed and cast to float32 (autocast).
+        """
+        if fused:
+            out = self(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in, features_only=True)
+            weight, bias = self.decoder.output_projection()
+            return linear_label_smoothed_nll(out.features, weight, bias, batch.tgt_out, label_smoothing)
+        out = self(batch.src_tokens, batch.src_lengths, batch.src_mask, batch.tgt_in)
+        return label_smoothed_nll(out.logits, batch.tgt_out, label_smoothing)
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: DecoderState, need_attn: bool = True
@@ -68,3 +85,18 @@ class Seq2Seq(nn.Module):
         lprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         attn = None if out.attn is None else out.attn[:, :, -1].mean(dim=1)
         return lprobs, attn, state
+
+
+class TrainingLoss(nn.Module):
+    """``forward(batch) -> (loss_sum, nll_sum)`` of a :class:`Seq2Seq` (:meth:`Seq2Seq.loss`): the
+    module a data-parallel wrapper runs, so that the whole loss, output projection included, is
+    inside its ``forward``."""
+
+    def __init__(self, model: Seq2Seq, label_smoothing: float, fused: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+        self.fused = fused
+
+    def forward(self, batch) -> tuple[Tensor, Tensor]:
+        return self.model.loss(batch, self.label_smoothing, self.fused)

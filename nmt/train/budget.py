@@ -23,7 +23,7 @@ validation before that update, so the updates before it carry no share of the va
 cost. The fit still needs one timed cycle: the trainer validates once when warmup ends. That
 first validation draws the alignment figures, which later ones draw only every
 ``train.attention.every``-th time, so each cycle is timed with that share of the drawing
-(:mod:`nmt.train.validation`): the one cycle does not stand for four times the figures.
+(:meth:`TimeBudget.record_cycle`): the one cycle does not stand for four times the figures.
 
 A shared machine can slow down after the fit (the Multi30k de→en Transformer on the Zen 4 host
 trained ~7% slower after update 500 than before it, and the hour stopped it 36 updates before
@@ -35,8 +35,12 @@ shortening it again and again.
 """
 from __future__ import annotations
 
+import logging
 import math
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Optional, Sequence
+
+log = logging.getLogger("nmt.train")
 
 RESERVE = 0.02  # fraction of the budget left for the closing validation and checkpoint
 
@@ -125,3 +129,86 @@ def refit_schedule_steps(step: int, elapsed_seconds: float, budget_seconds: floa
         return planned_steps
     return fit_schedule_steps(step, elapsed_seconds, budget_seconds, planned_steps, cycle_seconds,
                               steps_per_cycle, reserve)
+
+
+@dataclass
+class TimeBudget:
+    """Every field of the wall-clock budget, saved in each checkpoint (``trainer_state["budget"]``)
+    so that a resumed run times and fits its schedule as the first session did.
+
+    Attributes:
+        cycle_seconds: wall time of each validate-and-checkpoint cycle, with its share of the
+            alignment figures (:meth:`record_cycle`).
+        schedule_steps: the decay's length fitted when warmup ended (0 = ``train.max_steps``).
+        schedule_refits: ``[update, new end]`` of each later shortening.
+        figure_share: seconds of the last figure drawing / ``train.attention.every``.
+    """
+
+    cycle_seconds: list = field(default_factory=list)
+    schedule_steps: int = 0
+    schedule_refits: list = field(default_factory=list)
+    figure_share: float = 0.0
+
+    @property
+    def schedule_end(self) -> int:
+        """The update at which the fitted decay ends now (0 = no fit, ``train.max_steps``)."""
+        return self.schedule_refits[-1][1] if self.schedule_refits else self.schedule_steps
+
+    def record_cycle(self, seconds: float, figure_seconds: float, every: int) -> None:
+        """Time one validate-and-checkpoint cycle. The figures are drawn at every ``every``-th
+        validation only, so each cycle carries that share of their time (the last drawing's)
+        rather than the drawing cycle all of it."""
+        if figure_seconds > 0:
+            self.figure_share = figure_seconds / max(1, every)
+        self.cycle_seconds.append(round(seconds - figure_seconds + self.figure_share, 3))
+
+    def exhausted(self, step: int, elapsed_seconds: float, max_steps: int, max_minutes: float) -> Optional[str]:
+        """Why training must stop now, or None (the clock alone: see :meth:`out_of_time`)."""
+        if max_steps > 0 and step >= max_steps:
+            return f"reached max_steps={max_steps}"
+        if self.schedule_end and step >= self.schedule_end:
+            return (f"reached the end of the schedule fitted to max_time_minutes={max_minutes} "
+                    f"({self.schedule_end} updates)")
+        return None
+
+    @staticmethod
+    def out_of_time(elapsed_seconds: float, max_minutes: float) -> bool:
+        return max_minutes > 0 and elapsed_seconds >= max_minutes * 60
+
+    def fit(self, step: int, elapsed: float, tc, steps_per_cycle: float, scheduler: str,
+            agree: Callable[[int], int] = lambda steps: steps) -> None:
+        """``train.fit_schedule_to_time``: set :attr:`schedule_steps` to the updates that fit in
+        ``max_time_minutes`` (:func:`fit_schedule_steps`); ``agree`` takes the smallest over the
+        processes of a distributed job."""
+        self.schedule_steps = agree(fit_schedule_steps(step, elapsed, tc.max_time_minutes * 60, tc.max_steps,
+                                                       self.cycle_seconds, steps_per_cycle,
+                                                       validate_after=tc.validate_after_updates))
+        log.info("schedule fitted to train.max_time_minutes=%g: the %s decay ends at update %d%s (%d updates in "
+                 "%.1f min so far, %d validations taking %.1f min)", tc.max_time_minutes, scheduler,
+                 self.schedule_steps, " (train.max_steps)" if self.schedule_steps == tc.max_steps else "", step,
+                 elapsed / 60, len(self.cycle_seconds), sum(self.cycle_seconds) / 60)
+
+    def refit(self, step: int, elapsed: float, max_minutes: float, steps_per_cycle: float, scheduler: str,
+              agree: Callable[[int], int] = lambda steps: steps) -> bool:
+        """After a validation: end the fitted decay earlier when it no longer fits the budget
+        (:func:`refit_schedule_steps`); returns whether it did."""
+        end = self.schedule_end
+        if not end or step >= end:
+            return False
+        steps = agree(refit_schedule_steps(step, elapsed, max_minutes * 60, end, self.cycle_seconds, steps_per_cycle))
+        if steps >= end:
+            return False
+        self.schedule_refits.append([step, steps])
+        log.info("schedule shortened to fit train.max_time_minutes=%g: the %s decay now ends at update %d instead of "
+                 "%d (%d updates in %.1f min so far)", max_minutes, scheduler, steps, end, step, elapsed / 60)
+        return True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "TimeBudget":
+        """From a checkpoint's ``budget`` (or, in checkpoints written before it had its own
+        entry, from ``progress``, which then held these fields)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names})

@@ -22,7 +22,7 @@ import torch
 
 from nmt.checkpoint import (FORMAT_VERSION, INDEX, MARKER, TEMP_PREFIX, CheckpointError,  # noqa: F401 (re-exported)
                             LoadedModel, checkpoint_root, complete_checkpoints, is_checkpoint, load_model,
-                            read_index, resolve_checkpoint)
+                            read_index, read_json, resolve_checkpoint)
 from nmt.config import Config, config_to_yaml
 from nmt.io import atomic_write_text, file_mode, fsync_dir
 

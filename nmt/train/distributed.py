@@ -25,7 +25,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -160,6 +160,11 @@ def agree(ctx: DistContext, flag: bool) -> bool:
     return bool(all_reduce(ctx, [float(flag)], op="max")[0]) if ctx.enabled else flag
 
 
+def smallest(ctx: DistContext, value: int) -> int:
+    """The smallest of every process's ``value`` (a distributed job follows one schedule)."""
+    return -int(all_reduce(ctx, [-float(value)], op="max")[0]) if ctx.enabled else value
+
+
 def broadcast_object(ctx: DistContext, obj: Any = None, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every process (picklable objects)."""
     if not ctx.enabled:
@@ -190,3 +195,52 @@ def check_agreement(ctx: DistContext, what: str, value: Any) -> None:
     if any(v != values[0] for v in values):
         raise PeerFailed(f"the processes of this job disagree on the {what}: "
                          + "; ".join(f"rank {r}: {v}" for r, v in enumerate(values)))
+
+
+def check_ranks_agree(ctx: DistContext, cfg, tokenizer, data) -> None:
+    """Every process of a distributed job has the same config (but for
+    :data:`~nmt.train.state.RANK_LOCAL` keys), tokenizer and data sizes (R34); no-op for one.
+
+    Raises:
+        nmt.train.state.RanksDisagree: on every rank, naming the ranks and what differs.
+    """
+    from nmt.train.state import RANK_LOCAL, RanksDisagree, config_differences
+
+    if not ctx.enabled:
+        return
+    train = data.train
+    mine = {"config": cfg, "tokenizer": tokenizer.sha256(),
+            "data": {"train pairs": None if train is None else len(train),
+                     "train tokens": None if train is None else int(sum(train.src_lengths)) + int(sum(train.tgt_lengths)),
+                     "valid pairs": len(data.valid.src), "test pairs": None if data.test is None else len(data.test.src)}}
+    everyone = all_gather_object(ctx, mine)
+    problems = []
+    for rank, other in enumerate(everyone[1:], 1):
+        problems += [f"rank {rank} config {d}" for d in config_differences(everyone[0]["config"], other["config"],
+                                                                          RANK_LOCAL)]
+        for key in ("tokenizer", "data"):
+            if other[key] != everyone[0][key]:
+                problems.append(f"rank {rank} {key}: {other[key]} (rank 0: {everyone[0][key]})")
+    if problems:
+        raise RanksDisagree("the processes of this job disagree (rank 0 -> rank N); every node must see the same "
+                            "config, tokenizer and data:\n  " + "\n  ".join(problems))
+
+
+def rank_batches(positioned, update_freq: int, ctx: DistContext, make, usable: Optional[int] = None):
+    """This rank's batches from ``positioned``, ``(epoch position, item)`` pairs in global order:
+    ``make(item)`` for the positions it owns (:func:`owns_batch`), none from ``usable`` on (an
+    epoch's incomplete last update). In a distributed job a rank's batches are handed out only
+    when the whole update group has been read, so every rank's data position, the one saved in
+    checkpoints, is the end of the same update."""
+    pending = []
+    for position, item in positioned:
+        if usable is not None and position >= usable:
+            continue
+        if not ctx.enabled:
+            yield make(item)
+            continue
+        if owns_batch(position, update_freq, ctx):
+            pending.append(make(item))
+        if position % update_freq == update_freq - 1:
+            yield from pending
+            pending = []

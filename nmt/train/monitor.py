@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +18,7 @@ class Monitor:
         """``purge_step``: on resume, events at this step or later (written after the checkpoint
         that training resumes from) are hidden from TensorBoard (RELIABILITY.md R17)."""
         self.writer = None
+        self.enabled = enabled  # rank 0 of a distributed job
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -63,6 +67,26 @@ class Monitor:
             self.writer._get_file_writer().add_summary(summary)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value)
+
+    def log_train(self, epoch: int, step: int, window: dict, grad_norm: float, lr: float) -> None:
+        """The training scalars of the updates since the last report (``window``: summed ``loss``,
+        ``nll`` and ``tokens``, and the ``time`` it began), in TensorBoard and the log."""
+        elapsed = max(1e-9, time.monotonic() - window["time"])
+        tokens = max(1, window["tokens"])
+        values = {"loss": window["loss"] / tokens, "nll": window["nll"] / tokens,
+                  "ppl": math.exp(min(50.0, window["nll"] / tokens)), "lr": lr, "grad_norm": grad_norm,
+                  "tgt_tokens_per_s": window["tokens"] / elapsed}
+        self.scalars(step, values, "train")
+        log.info("epoch %d step %d %s", epoch, step, format_scalars(values))
+
+    def progress_bar(self, total: Optional[int], epoch: int, setting: Optional[bool]):
+        """A tqdm bar of the epoch's batches (``setting`` None: only on a terminal), or None."""
+        show = sys.stderr.isatty() if setting is None else setting
+        if not show or not self.enabled:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
 
     def flush(self) -> None:
         """Write pending events to disk."""

@@ -115,3 +115,23 @@ def shorten_decay(fn: Callable[[int], float], at_step: int, total_steps: int, sc
 def build_scheduler(optimizer: torch.optim.Optimizer, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
     """``LambdaLR`` with :func:`lr_lambda` (its state is saved in checkpoints)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(**kwargs))
+
+
+def schedule_args(oc, d_model: int, total_steps: int) -> dict:
+    """Keyword arguments of :func:`lr_lambda` for an :class:`~nmt.config.OptimConfig`, decaying
+    over ``total_steps`` updates."""
+    return {"scheduler": str(oc.scheduler), "lr": oc.lr, "warmup_steps": oc.warmup_steps,
+            "warmup_init_lr": oc.warmup_init_lr, "min_lr": oc.min_lr, "d_model": d_model, "total_steps": total_steps}
+
+
+def apply_fitted_schedule(optimizer, scheduler, oc, d_model: int, schedule_steps: int, refits: list) -> None:
+    """Put ``scheduler`` on the decay fitted to a time budget: ending at ``schedule_steps`` (same
+    warmup and peak), then shortened at each ``[update, end]`` of ``refits``
+    (:func:`shorten_decay`); and set the optimizer's learning rate to the new curve now."""
+    fn = lr_lambda(**schedule_args(oc, d_model, schedule_steps))
+    for at_step, end in refits:
+        fn = shorten_decay(fn, at_step, end, str(oc.scheduler), oc.min_lr / oc.lr)
+    scheduler.lr_lambdas = [fn] * len(optimizer.param_groups)
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

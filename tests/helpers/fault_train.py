@@ -30,13 +30,13 @@ def main() -> None:
         sys.argv.append("train.max_tokens=999")
         _stamp()
     if fault == "validate" and rank == 0:
-        from nmt.train.validation import ValidationMixin
+        from nmt.train.validator import Validator
 
-        def broken(self):
+        def broken(self, progress):
             _stamp()
             raise RuntimeError("injected failure in rank 0's validation")
 
-        ValidationMixin._validate = broken
+        Validator.validate = broken
     if fault == "save" and rank == 0:
         import safetensors.torch
         from safetensors import SafetensorError
@@ -47,17 +47,17 @@ def main() -> None:
 
         safetensors.torch.save_model = full
     if fault == "oom" and rank == 1:
-        from nmt.train.trainer import Trainer
+        from nmt.train.step import Updater
 
-        real = Trainer._loss
+        real = Updater.train_step
 
-        def oom(self, batch, model=None):
-            if self.progress.step >= 2:
+        def oom(self, group, progress):
+            if progress.step >= 2:
                 _stamp()
                 raise torch.OutOfMemoryError("CUDA out of memory (injected on rank 1)")
-            return real(self, batch, model)
+            return real(self, group, progress)
 
-        Trainer._loss = oom
+        Updater.train_step = oom
     from nmt.cli.train import main as train
 
     train()
