@@ -23,7 +23,10 @@ LAYERS = [
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 #: modules and functions allowed over the limits, and why (also in the closing note of issue 38)
-LONG_ALLOWED: dict[str, str] = {}
+LONG_ALLOWED: dict[str, str] = {
+    "nmt.search.beam.beam_search": "issue 38 keeps the search room as it is: one loop a reader follows "
+                                   "top to bottom (16 of its 70 lines are the docstring)",
+}
 
 
 def _modules() -> dict[str, Path]:

@@ -49,7 +49,6 @@ def run(cfg_node) -> dict:
     from nmt.data.errors import DataError
     from nmt.checkpoint import CheckpointError
     from nmt.train import distributed
-    from nmt.train.data import prepare_data
     from nmt.train.trainer import BatchTooLarge, RunDirError, Trainer, TrainingDiverged, TrainingInterrupted
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -66,19 +65,7 @@ def run(cfg_node) -> dict:
         log.error("%s", err)
         sys.exit(2)
     log.info("run directory: %s", run_dir)
-    data, error = None, None
-    for turn in ("main", "others"):  # rank 0 trains the tokenizer (and fills caches) while the others wait
-        if (turn == "main") == dist.is_main:
-            try:
-                data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=cfg.train.eval_test,
-                                    max_tokens=cfg.train.max_tokens)
-            except DataError as err:
-                error = str(err)
-        if turn == "main":
-            error = distributed.broadcast_object(dist, error)
-        if error is not None:
-            log.error("%s", error)
-            sys.exit(2)
+    data = _prepare_data(cfg, dist)
     try:
         trainer = Trainer(cfg, data, run_dir, dist)
         if dist.is_main:
@@ -98,6 +85,29 @@ def run(cfg_node) -> dict:
     except distributed.PeerFailed as err:
         log.error("%s", err)
         sys.exit(1)
+
+
+def _prepare_data(cfg, dist):
+    """The corpora, tokenizer and batches of this process; rank 0 trains the tokenizer (and fills
+    the caches) while the others wait, then they read what it wrote. Exits 2 on a data error."""
+    from nmt.data.errors import DataError
+    from nmt.train import distributed
+    from nmt.train.data import prepare_data
+
+    data, error = None, None
+    for turn in ("main", "others"):
+        if (turn == "main") == dist.is_main:
+            try:
+                data = prepare_data(cfg.data, seed=cfg.train.seed, with_test=cfg.train.eval_test,
+                                    max_tokens=cfg.train.max_tokens)
+            except DataError as err:
+                error = str(err)
+        if turn == "main":
+            error = distributed.broadcast_object(dist, error)
+        if error is not None:
+            log.error("%s", error)
+            sys.exit(2)
+    return data
 
 
 def main() -> None:

@@ -20,9 +20,17 @@ dependency (``pip install 'nmt[ct2]'``).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence
+
+import torch
+
+from nmt.checkpoint import CheckpointError, LoadedModel, load_model, read_json, read_tokenizer
+from nmt.io import fsync_dir
+from nmt.models.transformer import GATED_ACTIVATIONS
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16", "int8_float16",
                  "int8_bfloat16")
@@ -42,11 +50,11 @@ def _import_ctranslate2():
     return ctranslate2
 
 
-def build_spec(loaded):
+def build_spec(loaded: LoadedModel):
     """A filled ``ctranslate2.specs.TransformerSpec`` for a loaded Transformer checkpoint.
 
     Args:
-        loaded: :class:`nmt.train.checkpoint.LoadedModel`.
+        loaded: :class:`nmt.checkpoint.LoadedModel`.
     Raises:
         ExportError: for a BiRNN model (CTranslate2 runs Transformers only) or options it
             cannot express (GELU and the gated SwiGLU/GEGLU FFNs are supported; learned and sinusoidal
@@ -54,8 +62,6 @@ def build_spec(loaded):
     """
     _import_ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
-
-    from nmt.models.transformer import GATED_ACTIVATIONS
 
     cfg = loaded.config.model
     if cfg.arch != "transformer":
@@ -70,63 +76,23 @@ def build_spec(loaded):
         (cfg.encoder_layers, cfg.decoder_layers), cfg.num_heads, pre_norm=cfg.pre_norm, activation=activation,
         ffn_glu=gated,
         alignment_layer=dec.alignment_layer, alignment_heads=0)  # 0: average of all heads, as nmt-translate
-
-    def arr(t):
-        return t.detach().float().cpu().numpy()
-
-    def linear(ls, weight, bias=None):
-        ls.weight = arr(weight)
-        if bias is not None:
-            ls.bias = arr(bias)
-
-    def norm(ns, module):
-        ns.gamma, ns.beta = arr(module.weight), arr(module.bias)
-
-    def attention(sa, mha, self_attention: bool):
-        if self_attention:  # one fused (3D, D) QKV matrix
-            linear(sa.linear[0], _cat(mha.q_proj.weight, mha.kv_proj.weight), _cat(mha.q_proj.bias, mha.kv_proj.bias))
-            linear(sa.linear[1], mha.out_proj.weight, mha.out_proj.bias)
-        else:
-            linear(sa.linear[0], mha.q_proj.weight, mha.q_proj.bias)
-            linear(sa.linear[1], mha.kv_proj.weight, mha.kv_proj.bias)
-            linear(sa.linear[2], mha.out_proj.weight, mha.out_proj.bias)
-
-    def inputs(side_spec, side):
-        emb = side_spec.embeddings[0] if isinstance(side_spec.embeddings, list) else side_spec.embeddings
-        emb.weight = arr(side.embed.weight)
-        side_spec.scale_embeddings = side.embed.scale != 1.0
-        side_spec.position_encodings.encodings = arr(side.positions.table)
-
-    def ffn(ls, layer):
-        if gated:  # fc1 = [gate; value] rows (nmt.models.transformer.FeedForward)
-            (w_gate, w_value), (b_gate, b_value) = layer.ffn.fc1.weight.chunk(2), layer.ffn.fc1.bias.chunk(2)
-            linear(ls.ffn.linear_0, w_gate, b_gate)
-            linear(ls.ffn.linear_0_noact, w_value, b_value)
-        else:
-            linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
-        linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
-        norm(ls.ffn.layer_norm, layer.ffn_block.norm)
-
-    inputs(spec.encoder, enc)
+    _inputs(spec.encoder, enc)
     for ls, layer in zip(spec.encoder.layer, enc.layers):
-        attention(ls.self_attention, layer.self_attn, True)
-        norm(ls.self_attention.layer_norm, layer.attn_block.norm)
-        ffn(ls, layer)
+        _attention(ls.self_attention, layer.self_attn, True)
+        _norm(ls.self_attention.layer_norm, layer.attn_block.norm)
+        _ffn(ls, layer, gated)
     if enc.final_norm is not None:
-        norm(spec.encoder.layer_norm, enc.final_norm)
-
-    inputs(spec.decoder, dec)
+        _norm(spec.encoder.layer_norm, enc.final_norm)
+    _inputs(spec.decoder, dec)
     for ls, layer in zip(spec.decoder.layer, dec.layers):
-        attention(ls.self_attention, layer.self_attn, True)
-        norm(ls.self_attention.layer_norm, layer.self_block.norm)
-        attention(ls.attention, layer.cross_attn, False)
-        norm(ls.attention.layer_norm, layer.cross_block.norm)
-        ffn(ls, layer)
+        _attention(ls.self_attention, layer.self_attn, True)
+        _norm(ls.self_attention.layer_norm, layer.self_block.norm)
+        _attention(ls.attention, layer.cross_attn, False)
+        _norm(ls.attention.layer_norm, layer.cross_block.norm)
+        _ffn(ls, layer, gated)
     if dec.final_norm is not None:
-        norm(spec.decoder.layer_norm, dec.final_norm)
-    weight, bias = dec.output_projection()
-    linear(spec.decoder.projection, weight, bias)
-
+        _norm(spec.decoder.layer_norm, dec.final_norm)
+    _linear(spec.decoder.projection, *dec.output_projection())
     tok = loaded.tokenizer
     spec.register_source_vocabulary(tok.src_pieces(range(tok.src_vocab_size)))
     spec.register_target_vocabulary(tok.tgt_pieces(range(tok.tgt_vocab_size)))
@@ -136,10 +102,50 @@ def build_spec(loaded):
     return spec
 
 
-def _cat(*tensors):
-    import torch
+def _array(t: torch.Tensor):
+    return t.detach().float().cpu().numpy()
 
-    return torch.cat(tensors, dim=0)
+
+def _linear(ls, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> None:
+    ls.weight = _array(weight)
+    if bias is not None:
+        ls.bias = _array(bias)
+
+
+def _norm(ns, module: torch.nn.LayerNorm) -> None:
+    ns.gamma, ns.beta = _array(module.weight), _array(module.bias)
+
+
+def _attention(sa, mha, self_attention: bool) -> None:
+    """Our ``q_proj`` and fused ``kv_proj`` -> CTranslate2's fused QKV (self-attention) or Q, KV (cross)."""
+    if self_attention:
+        _linear(sa.linear[0], torch.cat([mha.q_proj.weight, mha.kv_proj.weight]),
+                torch.cat([mha.q_proj.bias, mha.kv_proj.bias]))
+        _linear(sa.linear[1], mha.out_proj.weight, mha.out_proj.bias)
+    else:
+        _linear(sa.linear[0], mha.q_proj.weight, mha.q_proj.bias)
+        _linear(sa.linear[1], mha.kv_proj.weight, mha.kv_proj.bias)
+        _linear(sa.linear[2], mha.out_proj.weight, mha.out_proj.bias)
+
+
+def _inputs(side_spec, side) -> None:
+    """Token embedding, its sqrt(d_model) scale and the position table of one side."""
+    emb = side_spec.embeddings[0] if isinstance(side_spec.embeddings, list) else side_spec.embeddings
+    emb.weight = _array(side.embed.weight)
+    side_spec.scale_embeddings = side.embed.scale != 1.0
+    side_spec.position_encodings.encodings = _array(side.positions.table)
+
+
+def _ffn(ls, layer, gated: bool) -> None:
+    """fc1/fc2 and the FFN's norm; a gated fc1 holds [gate; value] rows (nmt.models.transformer.FeedForward)."""
+    if gated:
+        (w_gate, w_value), (b_gate, b_value) = layer.ffn.fc1.weight.chunk(2), layer.ffn.fc1.bias.chunk(2)
+        _linear(ls.ffn.linear_0, w_gate, b_gate)
+        _linear(ls.ffn.linear_0_noact, w_value, b_value)
+    else:
+        _linear(ls.ffn.linear_0, layer.ffn.fc1.weight, layer.ffn.fc1.bias)
+    _linear(ls.ffn.linear_1, layer.ffn.fc2.weight, layer.ffn.fc2.bias)
+    _norm(ls.ffn.layer_norm, layer.ffn_block.norm)
 
 
 def is_export(path: Path) -> bool:
@@ -164,12 +170,6 @@ def export_ctranslate2(ckpt: str, out: str | Path, quantization: Optional[str] =
             ``force``, ``out`` is something else that is not empty, or ctranslate2 missing.
         nmt.checkpoint.CheckpointError: unreadable checkpoint.
     """
-    import os
-    import secrets
-
-    from nmt.checkpoint import load_model
-    from nmt.io import fsync_dir
-
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZATIONS)}")
     out = Path(out)
@@ -188,32 +188,43 @@ def export_ctranslate2(ckpt: str, out: str | Path, quantization: Optional[str] =
         spec.validate()
         spec.optimize(quantization=quantization)
         spec.save(str(tmp))
-        for name, data in loaded.tokenizer.to_bytes().items():
-            (tmp / name).write_bytes(data)
-        meta = {"source_checkpoint": str(loaded.path), "quantization": quantization or "float32",
-                "src_lang": loaded.config.data.src_lang, "tgt_lang": loaded.config.data.tgt_lang,
-                "search": {"beam_size": loaded.config.search.beam_size,
-                           "length_penalty": loaded.config.search.length_penalty,
-                           "max_len_a": loaded.config.search.max_len_a, "max_len_b": loaded.config.search.max_len_b},
-                "max_src_len": loaded.config.model.max_positions - 1, "tokenizer_sha256": loaded.tokenizer.sha256()}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = None
-        if out.is_dir() and occupied:
-            old = out.parent / f".tmp-old-{out.name}.{os.getpid()}.{secrets.token_hex(4)}"
-            os.replace(out, old)
-        elif out.is_dir():
-            out.rmdir()
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
+        _write_beside(tmp, loaded, quantization)
+        old = _swap_in(tmp, out, occupied)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _write_beside(folder: Path, loaded: LoadedModel, quantization: Optional[str]) -> None:
+    """The sentencepiece model(s) and ``nmt.json`` next to ``model.bin``, every file synced."""
+    for name, data in loaded.tokenizer.to_bytes().items():
+        (folder / name).write_bytes(data)
+    search = loaded.config.search
+    meta = {"source_checkpoint": str(loaded.path), "quantization": quantization or "float32",
+            "src_lang": loaded.config.data.src_lang, "tgt_lang": loaded.config.data.tgt_lang,
+            "search": {"beam_size": search.beam_size, "length_penalty": search.length_penalty,
+                       "max_len_a": search.max_len_a, "max_len_b": search.max_len_b},
+            "max_src_len": loaded.config.model.max_positions - 1, "tokenizer_sha256": loaded.tokenizer.sha256()}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    for f in folder.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _swap_in(tmp: Path, out: Path, occupied: bool) -> Optional[Path]:
+    """Rename ``tmp`` to ``out``; an earlier export there is moved aside first and returned for deletion."""
+    old = None
+    if out.is_dir() and occupied:
+        old = out.parent / f".tmp-old-{out.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        os.replace(out, old)
+    elif out.is_dir():
+        out.rmdir()
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    return old
 
 
 class CT2Translator:
@@ -230,7 +241,6 @@ class CT2Translator:
     def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default",
                  intra_threads: int = 0) -> None:
         ct2 = _import_ctranslate2()
-        from nmt.checkpoint import CheckpointError, read_json, read_tokenizer
 
         self.dir = Path(model_dir)
         if not is_export(self.dir):

@@ -7,6 +7,7 @@ the state is batch-first so beam search reorders it with one ``index_select``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -20,7 +21,7 @@ from nmt.models.dropout import dropout as apply_dropout
 from nmt.models.embeddings import TokenEmbedding
 from nmt.models.interfaces import Decoder, DecoderOutput, DecoderState, Encoder, EncoderOutput
 from nmt.models.rnn_attention import RNNAttention
-from nmt.models.step_memory import StepMemory
+from nmt.models.step_memory import StepMemory, TapedMemory
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
 STYLES = RNN_STYLES
@@ -120,6 +121,16 @@ class RNNEncoder(Encoder):
         return torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)[0]
 
 
+@dataclass
+class _Recurrence:
+    """The decoder's recurrent state during one forward: per layer ``(B,H)`` hidden (and LSTM
+    cell) states, and the input-feeding vector h~_{t-1} ``(B,H)`` (None without it)."""
+
+    hidden: list[Tensor]
+    cells: Optional[list[Tensor]]
+    feed: Optional[Tensor]
+
+
 class RNNDecoder(Decoder):
     """Attentional RNN decoder in Bahdanau or Luong style.
 
@@ -177,70 +188,94 @@ class RNNDecoder(Decoder):
     def forward(self, tgt_in: Tensor, state: DecoderState, need_attn: bool = False, incremental: bool = False,
                 all_attn: bool = False, features_only: bool = False) -> tuple[DecoderOutput, DecoderState]:
         """tgt_in ``(B,T)`` -> logits ``(B,T,V)``, attention ``(B,1,T,S)`` when asked, window centres
-        p_t in ``extra['positions']`` ``(B,T)`` for local attention."""
+        p_t in ``extra['positions']`` ``(B,T)`` for local attention (with the attention)."""
         cache = state.cache
         emb = apply_dropout(self.embed(tgt_in), self.dropout, self.training)  # (B,T,E)
-        hidden = list(cache["hidden"].unbind(1))  # L x (B,H)
-        cells = list(cache["cell"].unbind(1)) if self.is_lstm else None
-        feed = cache.get("feed")
-        memory, mask = Memory(cache["keys"][:, 0], cache["values"][:, 0]), cache["src_mask"]  # (B,S,.)
-        steps = tgt_in.size(1)
-        tape = None
-        if steps > 1 and torch.is_grad_enabled() and (memory.keys.requires_grad or memory.values.requires_grad):
-            tape = StepMemory()  # the memory's gradient as one matmul over the steps, not one per step
-            memory = Memory(*tape.wrap(*memory))
+        rec = _Recurrence(list(cache["hidden"].unbind(1)), list(cache["cell"].unbind(1)) if self.is_lstm else None,
+                          cache.get("feed"))
+        steps, mask = tgt_in.size(1), cache["src_mask"]
         positions = (torch.arange(state.step, state.step + steps, device=tgt_in.device)
                      if self.attention.window == "local_m" else None)
-        states, contexts, feeds, weights, centres = [], [], [], [], []
-        # Per target position: one attention call and one cell call (plus W_c with input feeding,
-        # which feeds back). Before the loop, the embedding part of the first layer's input
-        # projection is one matmul for all positions, split with unbind (indexing emb[:, t] would
-        # build a full-size gradient per step); after it, whatever does not feed back.
-        emb_dim = emb.size(-1)
-        gates_y = F.linear(emb, self.rnn.weight_ih_l0[:, :emb_dim], self.rnn.bias_ih_l0).unbind(1)  # T x (B,G)
-        w_rest = self.rnn.weight_ih_l0[:, emb_dim:]  # (G, Dv) Bahdanau context / (G, H) input feeding
-        for t in range(steps):
-            pos = None if positions is None else positions[t:t + 1]
-            if self.style == "bahdanau":
-                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos, tape)  # from s_{t-1}
-                ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
-                self._cell(torch.addmm(gates_y[t], ctx, w_rest.t()), hidden, cells)
-            else:
-                gates = torch.addmm(gates_y[t], feed, w_rest.t()) if self.input_feeding else gates_y[t]
-                self._cell(gates, hidden, cells)
-                ctx, w, p = self.attention.attend_full(hidden[-1][:, None], memory, mask, pos, tape)  # from h_t
-                ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
-                if self.input_feeding:
-                    feed = tanh(self.readout(torch.cat([ctx, hidden[-1]], -1)))  # h~_t (eq. 5)
-                    feeds.append(feed)
-            states.append(hidden[-1])
-            contexts.append(ctx)
-            weights.append(w)
-            centres.append(p)
-        if self.style == "bahdanau":
-            o = tanh(self.readout(torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), emb], -1)))
-        elif self.input_feeding:
-            o = torch.stack(feeds, 1)
-        else:
-            o = tanh(self.readout(torch.cat([torch.stack(contexts, 1), torch.stack(states, 1)], -1)))
+        run = self._bahdanau if self.style == "bahdanau" else self._luong
+        o, queries, weights = run(emb, rec, self._step_memory(cache, steps), mask, positions)
         x = apply_dropout(o, self.dropout, self.training)
         attn = torch.cat(weights, dim=2) if (need_attn or all_attn) else None
-        extra = {} if centres[0] is None else {"positions": torch.cat(centres, dim=1)}
+        extra = {}
+        if attn is not None and self.attention.window != "global":
+            extra["positions"] = self.attention.window_centres(torch.stack(queries, 1), mask, positions)
         if all_attn:
             extra["cross_attn.0"] = attn
         new_state = state
         if incremental:
-            new_cache = dict(cache, hidden=torch.stack(hidden, 1))
+            new_cache = dict(cache, hidden=torch.stack(rec.hidden, 1))
             if self.is_lstm:
-                new_cache["cell"] = torch.stack(cells, 1)
+                new_cache["cell"] = torch.stack(rec.cells, 1)
             if self.input_feeding:
-                new_cache["feed"] = feed
+                new_cache["feed"] = rec.feed
             new_state = DecoderState(state.step + steps, new_cache, state.shared, state.beam)
         if self.pre_output is not None:
             x = self.pre_output(x)
         if features_only:
             return DecoderOutput(None, attn, extra, features=x), new_state
         return DecoderOutput(F.linear(x, *self.output_projection()), attn, extra), new_state
+
+    def _step_memory(self, cache: dict, steps: int) -> Memory | TapedMemory:
+        """The attention memory with its head axis removed once ``(B,S,.)``; in training over several
+        steps, wrapped by a :class:`StepMemory` so its gradient is one matmul, not one per step."""
+        memory = Memory(cache["keys"][:, 0], cache["values"][:, 0])
+        if steps > 1 and torch.is_grad_enabled() and (memory.keys.requires_grad or memory.values.requires_grad):
+            tape = StepMemory()
+            return TapedMemory(*tape.wrap(*memory), tape)
+        return memory
+
+    def _input_gates(self, emb: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The embedding part of the first layer's input projection, one matmul for all positions
+        (split with unbind: indexing emb[:, t] would build a full-size gradient per step) -> T x
+        ``(B,G)``, and the rest of W_ih ``(G, Dv)`` (Bahdanau context) or ``(G, H)`` (input feeding)."""
+        emb_dim = emb.size(-1)
+        gates_y = F.linear(emb, self.rnn.weight_ih_l0[:, :emb_dim], self.rnn.bias_ih_l0).unbind(1)
+        return gates_y, self.rnn.weight_ih_l0[:, emb_dim:]
+
+    def _bahdanau(self, emb: Tensor, rec: _Recurrence, memory: Memory | TapedMemory, mask: Tensor,
+                  positions: Optional[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """c_t = attend(s_{t-1}); s_t = RNN([E y_{t-1}; c_t], s_{t-1}); t_t = tanh(W_o [s_t; c_t; E y_{t-1}])
+        (Bahdanau et al. 2015 appendix A) -> readout ``(B,T,E)``, the queries and the weights per step."""
+        gates_y, w_ctx = self._input_gates(emb)
+        queries, states, contexts, weights = [], [], [], []
+        for t in range(emb.size(1)):
+            queries.append(rec.hidden[-1])
+            ctx, w = self.attention.attend(rec.hidden[-1][:, None], memory, mask,
+                                           positions=None if positions is None else positions[t:t + 1])
+            ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
+            self._cell(torch.addmm(gates_y[t], ctx, w_ctx.t()), rec.hidden, rec.cells)
+            states.append(rec.hidden[-1])
+            contexts.append(ctx)
+            weights.append(w)
+        o = tanh(self.readout(torch.cat([torch.stack(states, 1), torch.stack(contexts, 1), emb], -1)))
+        return o, queries, weights
+
+    def _luong(self, emb: Tensor, rec: _Recurrence, memory: Memory | TapedMemory, mask: Tensor,
+               positions: Optional[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """h_t = RNN([E y_{t-1}; h~_{t-1}] or E y_{t-1}, h_{t-1}); c_t = attend(h_t);
+        h~_t = tanh(W_c [c_t; h_t]) (Luong et al. 2015 eq. 5, input feeding §3.3) -> h~ ``(B,T,H)``,
+        the queries and the weights per step."""
+        gates_y, w_feed = self._input_gates(emb)
+        states, contexts, feeds, weights = [], [], [], []
+        for t in range(emb.size(1)):
+            gates = torch.addmm(gates_y[t], rec.feed, w_feed.t()) if self.input_feeding else gates_y[t]
+            self._cell(gates, rec.hidden, rec.cells)
+            ctx, w = self.attention.attend(rec.hidden[-1][:, None], memory, mask,
+                                           positions=None if positions is None else positions[t:t + 1])
+            ctx = ctx.squeeze(1)  # a view; indexing [:, 0] would zero-fill a full gradient per step
+            if self.input_feeding:  # W_c feeds back, so it runs per step
+                rec.feed = tanh(self.readout(torch.cat([ctx, rec.hidden[-1]], -1)))
+                feeds.append(rec.feed)
+            states.append(rec.hidden[-1])
+            contexts.append(ctx)
+            weights.append(w)
+        if self.input_feeding:
+            return torch.stack(feeds, 1), states, weights
+        return tanh(self.readout(torch.cat([torch.stack(contexts, 1), torch.stack(states, 1)], -1))), states, weights
 
     def _cell(self, gates_in: Tensor, hidden: list[Tensor], cells: Optional[list[Tensor]]) -> None:
         """One time step of the stacked decoder RNN, in place on the per-layer lists.

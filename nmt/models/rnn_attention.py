@@ -7,7 +7,7 @@ real token); weights come back as ``(B, 1, T, S)`` like multi-head attention wit
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +17,7 @@ from nmt.choices import ATTENTION_SCORES as SCORES
 from nmt.choices import ATTENTION_WINDOWS as WINDOWS
 from nmt.models.activations import tanh
 from nmt.models.attention import Attention, Memory
-from nmt.models.step_memory import StepMemory
-
-
-class AttentionResult(NamedTuple):
-    """context ``(B,T,Dv)``, weights ``(B,1,T,S)``, positions p_t ``(B,T)`` (local windows) or None."""
-
-    context: Tensor
-    weights: Tensor
-    positions: Optional[Tensor]
+from nmt.models.step_memory import StepMemory, TapedMemory
 
 
 class RNNAttention(Attention):
@@ -115,24 +107,47 @@ class RNNAttention(Attention):
         e = products(query, keys)  # dot, general (keys = W_a h̄), scaled_dot
         return e / math.sqrt(query.size(-1)) if self.score == "scaled_dot" else e
 
-    def attend_full(self, query: Tensor, memory: Memory, mask: Optional[Tensor] = None,
-                    positions: Optional[Tensor] = None, tape: Optional[StepMemory] = None) -> AttentionResult:
-        """Attend and also return the window centres p_t.
+    def window_centres(self, query: Tensor, mask: Tensor, positions: Optional[Tensor] = None) -> Optional[Tensor]:
+        """The window centres p_t ``(B,T)`` of local attention (Luong et al. 2015 eq. 9), None for global.
+
+        Args:
+            query: ``(B,T,Dq)`` decoder states.
+            mask: ``(B,S)`` bool, True at real source tokens.
+            positions: ``(T,)`` long, the target positions t of the queries (needed by local-m).
+        Raises:
+            ValueError: local-m without ``positions``.
+        """
+        if self.window == "global":
+            return None
+        lengths = mask.sum(-1).to(query.dtype)  # (B,)
+        if self.window == "local_m":
+            if positions is None:
+                raise ValueError("local_m attention needs the target positions of the queries")
+            return torch.minimum(positions.to(query.dtype)[None, :], lengths[:, None] - 1)
+        gate = torch.sigmoid(self.pos_v(tanh(self.pos_proj(query)))).squeeze(-1)  # (B,T)
+        return lengths[:, None] * gate
+
+    def attend(self, query: Tensor, memory: Memory | TapedMemory, mask: Optional[Tensor] = None, need_weights: bool = True,
+               causal: bool = False, positions: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """The protocol: query ``(B,T,Dq)`` -> context ``(B,T,Dv)``, weights ``(B,1,T,S)``.
 
         Args:
             query: ``(B,T,Dq)`` decoder states.
             memory: from :meth:`memory` (keys/values ``(B,1,S,.)``), or with the head axis
                 already removed (``(B,S,.)``): a decoder calling once per time step removes it
-                once, so the backward pass does not build a full-size gradient per step.
+                once, so the backward pass does not build a full-size gradient per step. A
+                :class:`~nmt.models.step_memory.TapedMemory` (a decoder in training) has its
+                gradients summed over the steps in one matmul instead of one outer product per step.
             mask: ``(B,S)`` bool, True at real source tokens.
+            need_weights: accepted for the protocol; the weights are always returned (H = 1).
             positions: ``(T,)`` long, the target positions t of the queries (needed by local-m).
-            tape: the :class:`~nmt.models.step_memory.StepMemory` that wrapped ``memory`` (a
-                decoder in training, head axis removed): the memory's gradients are then summed
-                over the steps in one matmul instead of one outer product per step.
         Raises:
-            ValueError: local-m without ``positions``.
+            ValueError: ``causal`` (RNN attention reads the source), or local-m without ``positions``.
         """
-        keys, values = memory  # (B,1,S,.) as the protocol has it, or already (B,S,.) (see RNNDecoder)
+        if causal:
+            raise ValueError("RNN attention attends over the source; causal masking does not apply")
+        keys, values = memory.keys, memory.values
+        tape = memory.tape if isinstance(memory, TapedMemory) else None
         if keys.dim() == 4:
             keys, values = keys[:, 0], values[:, 0]
         bsz, src_len = keys.shape[:2]
@@ -140,16 +155,8 @@ class RNNAttention(Attention):
             mask = torch.ones(bsz, src_len, dtype=torch.bool, device=keys.device)
         e = self.scores(query, keys, tape)
         allowed = mask[:, None, :].expand_as(e)
-        centre = None
-        if self.window != "global":
-            lengths = mask.sum(-1).to(e.dtype)  # (B,)
-            if self.window == "local_m":
-                if positions is None:
-                    raise ValueError("local_m attention needs the target positions of the queries")
-                centre = torch.minimum(positions.to(e.dtype)[None, :], lengths[:, None] - 1)  # (B,T)
-            else:
-                gate = torch.sigmoid(self.pos_v(tanh(self.pos_proj(query)))).squeeze(-1)  # (B,T)
-                centre = lengths[:, None] * gate
+        centre = self.window_centres(query, mask, positions)
+        if centre is not None:
             dist = torch.arange(src_len, device=e.device, dtype=e.dtype)[None, None, :] - centre[..., None]
             allowed = allowed & (dist.abs() <= self.window_size)
             if self.window == "local_p":
@@ -157,12 +164,4 @@ class RNNAttention(Attention):
                 e = e - dist.pow(2) / (2 * sigma ** 2)
         weights = torch.softmax(e.masked_fill(~allowed, float("-inf")), dim=-1)  # (B,T,S)
         context = torch.bmm(weights, values) if tape is None else tape.context(weights, values)
-        return AttentionResult(context, weights[:, None], centre)
-
-    def attend(self, query: Tensor, memory: Memory, mask: Optional[Tensor] = None, need_weights: bool = True,
-               causal: bool = False, positions: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
-        """The protocol: query ``(B,T,Dq)`` -> context ``(B,T,Dv)``, weights ``(B,1,T,S)``."""
-        if causal:
-            raise ValueError("RNN attention attends over the source; causal masking does not apply")
-        ctx, weights, _ = self.attend_full(query, memory, mask, positions)
-        return ctx, weights
+        return context, weights[:, None]

@@ -22,9 +22,21 @@ equal per-step autograd up to float summation order. Double backward is not supp
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+
+class TapedMemory(NamedTuple):
+    """An attention memory wrapped by :meth:`StepMemory.wrap`: keys ``(B,S,Dk)`` and values
+    ``(B,S,Dv)`` equal to the originals, and the tape that collects their gradients (its
+    ``scores``/``context`` replace the two ``bmm`` calls of each step)."""
+
+    keys: Tensor
+    values: Tensor
+    tape: "StepMemory"
 
 
 class StepMemory:
@@ -45,7 +57,8 @@ class StepMemory:
         self.context_factors: list[tuple[Tensor, Tensor]] = []  # (a_t (B,T_t,S), grad of c_t (B,T_t,Dv))
 
     def wrap(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """keys ``(B,S,Dk)``, values ``(B,S,Dv)`` -> the same values, whose gradients come from the tape."""
+        """keys ``(B,S,Dk)``, values ``(B,S,Dv)`` -> the same values, whose gradients come from the tape
+        (carry them with the tape as a :class:`TapedMemory`)."""
         return _Memory.apply(keys, values, self)
 
     def scores(self, query: Tensor, keys: Tensor) -> Tensor:

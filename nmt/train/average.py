@@ -15,6 +15,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from nmt.checkpoint import (WEIGHTS, CheckpointError, check_weights_header, checkpoint_root, complete_checkpoints,
+                            read_json)
+from nmt.train import checkpoint as ckpt_io
+
 log = logging.getLogger(__name__)
 
 SELECT_BY = ("bleu", "last")
@@ -23,8 +27,6 @@ KEEP = ("better", "always")
 
 def _dev_bleu(ckpt: Path) -> Optional[float]:
     """``meta["valid"]["bleu"]`` of a checkpoint, or None when it was saved without validation."""
-    from nmt.checkpoint import CheckpointError, read_json
-
     try:
         meta = read_json(ckpt / "meta.json")
     except CheckpointError as err:
@@ -35,8 +37,6 @@ def _dev_bleu(ckpt: Path) -> Optional[float]:
 
 
 def _meta_step(ckpt: Path) -> int:
-    from nmt.checkpoint import read_json
-
     step = read_json(ckpt / "meta.json").get("step", 0)
     return step if isinstance(step, int) else 0
 
@@ -62,8 +62,6 @@ def select_checkpoints(ckpt_dir: str | Path, n: int, by: str = "bleu", warn: boo
         ValueError: ``n < 2``, an unknown ``by``, fewer than 2 eligible checkpoints (the message
             names the directory and, for ``by="bleu"``, the checkpoints without a dev BLEU).
     """
-    from nmt.checkpoint import checkpoint_root, complete_checkpoints
-
     if by not in SELECT_BY:
         raise ValueError(f"by={by!r}: choose one of {', '.join(SELECT_BY)}")
     if n < 2:
@@ -157,6 +155,32 @@ class AverageOutcome:
         return float(self.scores["bleu"])
 
 
+def _output_dir(out: Optional[Path], ckpt_root: Path) -> tuple[Path, bool]:
+    """The averaged checkpoint's directory and whether it lies in the run's ``checkpoints/``.
+
+    Raises:
+        ValueError: a ``step-*`` name in the run, which would replace a training checkpoint.
+    """
+    out = Path(out) if out is not None else ckpt_root / "averaged"
+    in_run = out.resolve().parent == ckpt_root.resolve()
+    if in_run and out.name.startswith("step-"):
+        raise ValueError(f"{out}: a step-* name would replace a training checkpoint; choose another name")
+    return out, in_run
+
+
+def _check_headers(model: torch.nn.Module, paths: list[Path]) -> None:
+    """The tensors each file declares match ``model``, before any is read into memory (R30).
+
+    Raises:
+        ValueError: naming the file and the mismatch.
+    """
+    for path in paths:
+        try:
+            check_weights_header(model, path / WEIGHTS)
+        except CheckpointError as err:
+            raise ValueError(str(err)) from None
+
+
 def average_and_keep(model: torch.nn.Module, paths: Sequence[Path], dev_scores: Callable[[torch.nn.Module], Any],
                      best_bleu: float, cfg: Any, tokenizer: Any, ckpt_root: Path, out: Optional[Path] = None,
                      keep: str = "better", save: str = "always", meta: Optional[dict] = None) -> AverageOutcome:
@@ -181,22 +205,11 @@ def average_and_keep(model: torch.nn.Module, paths: Sequence[Path], dev_scores: 
     Raises:
         ValueError: bad ``keep``/``save`` or checkpoints that do not match ``model``.
     """
-    from nmt.train import checkpoint as ckpt_io
-
     if keep not in KEEP or save not in ("always", "kept"):
         raise ValueError(f"keep={keep!r} (choose {', '.join(KEEP)}), save={save!r} (choose always, kept)")
     paths = [Path(p) for p in paths]
-    out = Path(out) if out is not None else Path(ckpt_root) / "averaged"
-    in_run = out.resolve().parent == Path(ckpt_root).resolve()
-    if in_run and out.name.startswith("step-"):
-        raise ValueError(f"{out}: a step-* name would replace a training checkpoint; choose another name")
-    from nmt.checkpoint import WEIGHTS, CheckpointError, check_weights_header
-
-    for path in paths:  # the tensors each file declares, before any is read into memory (R30)
-        try:
-            check_weights_header(model, path / WEIGHTS)
-        except CheckpointError as err:
-            raise ValueError(str(err)) from None
+    out, in_run = _output_dir(out, Path(ckpt_root))
+    _check_headers(model, paths)
     current_best = ckpt_io.read_index(Path(ckpt_root)).get("best")
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
     load_averaged(model, average_checkpoints(paths))
