@@ -112,3 +112,15 @@ def test_modules_and_functions_are_short():
                 if length > MAX_FUNCTION_LINES and qualified not in LONG_ALLOWED:
                     offenders.append(f"{qualified}: {length} lines")
     assert not offenders, "over the limits:\n  " + "\n  ".join(offenders)
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A module's ``_names`` are its own: nothing in nmt/, scripts/ or tests/ imports one."""
+    root = PACKAGE.parent
+    offenders = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(root / "scripts").glob("*.py"), *(root / "tests").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nmt"):
+                offenders += [f"{path.relative_to(root)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, "private names imported:\n  " + "\n  ".join(offenders)
