@@ -13,15 +13,42 @@ from nmt.search import Hypothesis, search
 log = logging.getLogger(__name__)
 
 
+def source_limit(model) -> Optional[int]:
+    """The most source tokens ``model`` reads: ``model.max_positions - 1`` (the EOS the batch
+    appends takes the last position), or None when it has no bound. An ensemble's is its
+    smallest member's."""
+    positions = getattr(model, "max_positions", None)
+    return None if positions is None else positions - 1
+
+
+def truncate_sources(src_ids: Sequence[Sequence[int]], limit: Optional[int], first_line: int = 1,
+                     warn: bool = True) -> list[list[int]]:
+    """The one rule for sources longer than a model takes, used by translation, evaluation,
+    validation, the attention probes, ``nmt-align`` and the CTranslate2 engine: keep the first
+    ``limit`` tokens, and warn naming the input line (``first_line`` is the 1-based line of
+    ``src_ids[0]``). ``limit`` None keeps everything."""
+    out = []
+    for n, ids in enumerate(src_ids):
+        ids = list(ids)
+        if limit is not None and len(ids) > limit:
+            if warn:
+                log.warning("input line %d has %d tokens; truncated to %d", first_line + n, len(ids), limit)
+            ids = ids[:limit]
+        out.append(ids)
+    return out
+
+
 def translate_ids(model, src_ids: Sequence[Sequence[int]], beam_size: int = 5, length_penalty: float = 1.0,
                   max_len_a: float = 1.2, max_len_b: int = 10, nbest: int = 1, batch_size: int = 64,
-                  max_src_len: Optional[int] = None, need_attn: bool = False,
-                  device: str | torch.device = "cpu") -> list[list[Hypothesis]]:
+                  need_attn: bool = False, device: str | torch.device = "cpu",
+                  first_line: int = 1) -> list[list[Hypothesis]]:
     """Decode id sequences in length-sorted batches and return hypotheses in input order.
 
-    Empty inputs are not decoded and get one empty hypothesis (R25). Inputs longer than
-    ``max_src_len`` tokens are truncated with a warning.
+    Empty inputs are not decoded and get one empty hypothesis (R25). Inputs longer than the
+    model takes are truncated with a warning (:func:`truncate_sources`; ``first_line``: the
+    1-based input line of ``src_ids[0]``, for the warning).
     """
+    src_ids = truncate_sources(src_ids, source_limit(model), first_line)
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, None)] for _ in src_ids]
     todo = [i for i, s in enumerate(src_ids) if len(s) > 0]
     todo.sort(key=lambda i: len(src_ids[i]))
@@ -30,14 +57,7 @@ def translate_ids(model, src_ids: Sequence[Sequence[int]], beam_size: int = 5, l
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            seqs = []
-            for i in chunk:
-                s = list(src_ids[i])
-                if max_src_len is not None and len(s) > max_src_len:
-                    log.warning("input line %d has %d tokens; truncated to %d", i + 1, len(s), max_src_len)
-                    s = s[:max_src_len]
-                seqs.append(s)
-            batch = Batch.collate(seqs, indices=chunk).to(device)
+            batch = Batch.collate([src_ids[i] for i in chunk], indices=chunk).to(device)
             hyps = search(model, batch, beam_size=beam_size, length_penalty=length_penalty, max_len_a=max_len_a,
                           max_len_b=max_len_b, nbest=nbest, need_attn=need_attn)
             for i, h in zip(chunk, hyps):

@@ -288,3 +288,32 @@ def test_cli_moses_bleu_column_and_missing_sacremoses(tmp_path, capsys, monkeypa
     monkeypatch.setitem(sys.modules, "sacremoses", None)  # as if the moses extra were not installed
     with pytest.raises(SystemExit, match=r"error: moses_bleu=de: .*pip install -e '\.\[moses\]'"):
         evaluate([f"hyp={hyp}", f"ref={ref}", "moses_bleu=de"])
+
+
+def test_sources_longer_than_the_model_takes_are_truncated_by_one_rule(caplog):
+    """Issue 38: one rule for every decoder of sources (translation, evaluation, validation):
+    the first ``max_positions - 1`` tokens, a warning naming the input line; an ensemble takes
+    what its smallest member takes."""
+    import dataclasses
+    import logging
+
+    import torch
+
+    from nmt.config import ModelConfig
+    from nmt.evaluate import source_limit, translate_ids
+    from nmt.models import build_model
+    from nmt.models.ensemble import Ensemble
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1, decoder_layers=1, dropout=0.0,
+                      max_positions=8)
+    model = build_model(cfg, 40, 40).eval()
+    long, short = list(range(5, 25)), [5, 6, 7]
+    assert source_limit(model) == 7
+    with caplog.at_level(logging.WARNING, logger="nmt.evaluate"):
+        got = translate_ids(model, [short, long], beam_size=2, max_len_b=3, first_line=10)
+    assert "input line 11 has 20 tokens; truncated to 7" in caplog.text
+    want = translate_ids(model, [short, long[:7]], beam_size=2, max_len_b=3)
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
+    wider = build_model(dataclasses.replace(cfg, max_positions=12), 40, 40)
+    assert source_limit(Ensemble([wider, model])) == 7

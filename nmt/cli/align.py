@@ -97,6 +97,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     from nmt.data.text import read_parallel
     from nmt.io import atomic_write_text
     from nmt.checkpoint import CheckpointError, load_model
+    from nmt.evaluate import source_limit, truncate_sources
 
     try:
         pairs = read_parallel(cfg.src, cfg.tgt, on_empty="error", name="alignment input")
@@ -114,9 +115,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     tok = loaded.tokenizer
-    max_len = loaded.config.model.max_positions - 1
-    src_ids = [s[:max_len] for s in tok.encode_src(pairs.src)]
-    tgt_ids = [t[:max_len] for t in tok.encode_tgt(pairs.tgt)]
+    max_len = source_limit(loaded.model)
+    src_ids = truncate_sources(tok.encode_src(pairs.src), max_len)
+    tgt_ids = [t[:max_len] for t in tok.encode_tgt(pairs.tgt)]  # forced decoding reads the same positions
     maps = collect_attention(loaded.model, tok, src_ids, tgt_ids, batch_size=cfg.batch_size)
     layer, head, tried = choose_heads(maps, cfg.layer, cfg.head, gold, cfg.shift)
     links = [word_alignment(m.alignment(layer, head), m.tgt_pieces, m.src_pieces, cfg.shift) for m in maps]

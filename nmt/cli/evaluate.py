@@ -160,8 +160,7 @@ def decode_best(loaded, model, sources: list[str], settings: dict, batch_size: i
     ``sources``, with :func:`search_settings`; inputs longer than the model's positions are truncated."""
     from nmt.evaluate import translate_texts
 
-    hyps = translate_texts(model, loaded.tokenizer, sources, batch_size=batch_size,
-                           max_src_len=loaded.config.model.max_positions - 1, device=device, **settings)
+    hyps = translate_texts(model, loaded.tokenizer, sources, batch_size=batch_size, device=device, **settings)
     return loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
 
 

@@ -91,20 +91,15 @@ class TorchEngine:
             log.info("ensemble of %d checkpoints: %s", len(paths), ", ".join(self.loaded.meta["ensemble"]))
         self.cfg = cfg
         self.search = self.loaded.config.search
-        self.max_src_len = self.loaded.config.model.max_positions - 1
         self.defaults = DecodeSettings(beam_size=cfg.beam_size or self.search.beam_size, nbest=cfg.nbest,
                                        length_penalty=cfg.length_penalty, alignment=cfg.print_alignment)
 
     def translate(self, lines: Sequence[str], settings: DecodeSettings, first_line: int = 1) -> Decoded:
         """Translate ``lines`` (input lines ``first_line ..``, 1-based, for warnings)."""
-        from nmt.evaluate import translate_ids
+        from nmt.evaluate import source_limit, translate_ids, truncate_sources
 
         tok = self.loaded.tokenizer
-        src_ids = tok.encode_src(list(lines))
-        for n, ids in enumerate(src_ids):
-            if len(ids) > self.max_src_len:
-                log.warning("input line %d has %d tokens; truncated to %d", first_line + n, len(ids), self.max_src_len)
-                src_ids[n] = ids[: self.max_src_len]
+        src_ids = truncate_sources(tok.encode_src(list(lines)), source_limit(self.loaded.model), first_line)
         alpha = self.search.length_penalty if settings.length_penalty is None else settings.length_penalty
         hyps = translate_ids(self.loaded.model, src_ids, beam_size=max(settings.beam_size, settings.nbest),
                              length_penalty=alpha, max_len_a=self.search.max_len_a, max_len_b=self.search.max_len_b,

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import torch
 
 from nmt.checkpoint import CheckpointError, LoadedModel, load_model, read_json, read_tokenizer
+from nmt.evaluate import truncate_sources
 from nmt.io import fsync_dir
 from nmt.models.transformer import GATED_ACTIVATIONS
 
@@ -274,7 +275,7 @@ class CT2Translator:
         alpha = search["length_penalty"] if length_penalty is None else length_penalty
         ids = self.tokenizer.encode_src(sentences)
         limit = self.meta["max_src_len"]
-        tokens = [self.tokenizer.src_pieces(s[:limit]) for s in ids]
+        tokens = [self.tokenizer.src_pieces(s) for s in truncate_sources(ids, limit)]
         rows = [i for i, t in enumerate(tokens) if t]
         out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
         if not rows:

@@ -14,7 +14,7 @@ import torch
 from nmt.attention_maps import attention_statistics, collect_attention
 from nmt.config import Config
 from nmt.data.dataset import BucketingSampler, TokenizedDataset, make_batch
-from nmt.evaluate import score_corpus, translate_texts
+from nmt.evaluate import score_corpus, source_limit, translate_texts, truncate_sources
 from nmt.search import Hypothesis
 from nmt.tensorboard.writer import Probe, make_record
 from nmt.train.monitor import Monitor, format_scalars, samples_markdown
@@ -71,7 +71,7 @@ class Validator:
         alpha = sc.length_penalty if length_penalty is None else length_penalty
         hyps = translate_texts(self.model, self.tokenizer, sources, beam_size=sc.beam_size, length_penalty=alpha,
                                max_len_a=sc.max_len_a, max_len_b=sc.max_len_b, batch_size=sc.batch_size,
-                               need_attn=False, device=self.device, max_src_len=self.cfg.model.max_positions - 1)
+                               need_attn=False, device=self.device)
         return [h[0] for h in hyps]
 
     def decode(self, sources: list[str], length_penalty: Optional[float] = None) -> list[str]:
@@ -113,7 +113,7 @@ class Validator:
         model's positions."""
         if self.probes is not None:
             ids = self.tokenizer.encode_src([p.source for p in self.probes])
-            return self.probes, [s[: self.cfg.model.max_positions - 1] for s in ids]
+            return self.probes, truncate_sources(ids, source_limit(self.model), warn=False)
         k = min(self.cfg.train.attention.sentences, len(self.valid_ids))
         return ([Probe(self.valid.src[i], self.valid.tgt[i]) for i in range(k)],
                 [list(s) for s in self.valid_ids.src[:k]])
