@@ -22,11 +22,11 @@ What it reports (every part runs in its own subprocess, so each peak RSS is its 
   softmax and elementwise work are not counted (the usual convention, Kaplan et al. 2020).
   ``mfu`` uses the preallocated peak, ``mfu_vs_fresh_output_peak`` the other.
 * ``speedup_vs_baseline``: median tokens/s divided by ``--baseline`` (the first trainer's
-  numbers measured with this script's method on the same machine: ``benchmarks/baseline.json``
-  for the reference Intel host, ``benchmarks/baseline-epyc-zen4.json`` for an AMD Zen 4 host).
+  numbers measured with this script's method on the same machine; ``benchmarks/`` keeps one
+  baseline per host, described in docs/performance.md).
   Only computed when this run's overrides equal the baseline entry's ``overrides`` (none unless
   given): a baseline entry measured on a model the recipe has since changed names the overrides
-  that restore that model (the Transformer: ``model.ffn_dim=1024``, the recipe until 2026-11-25),
+  that restore that model (the Transformer: ``model.ffn_dim=1024``, the recipe's earlier FFN),
   so ``python scripts/benchmark.py model.ffn_dim=1024`` compares the same computation; without
   them ``speedup_vs_baseline`` is null and ``speedup_note`` says why.
 * ``translation.<run>``: beam search (``--beam-size``, batched by ``--batch-size``, sentences
@@ -294,7 +294,7 @@ def main() -> None:
     parser.add_argument("--no-cold-start", action="store_true")
     parser.add_argument("--baseline", type=Path, default=BASELINE,
                         help="JSON of the first trainer's speed measured on this machine (speedup_vs_baseline); "
-                             "benchmarks/baseline-epyc-zen4.json for the AMD Zen 4 host")
+                             "benchmarks/ keeps one per host (docs/performance.md)")
     parser.add_argument("--worker", choices=["train", "translate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 

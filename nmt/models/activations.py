@@ -1,8 +1,8 @@
 """tanh computed through the logistic sigmoid on CPUs: tanh(x) = 2 σ(2x) − 1.
 
-On the 2-core AVX-512 hosts this project is measured on, ``torch.tanh`` of a ``(4096, 512)``
-float32 tensor takes 2.7 ms while ``torch.sigmoid`` takes 0.42 ms (AMD EPYC Zen 4, torch 2.13,
-2 threads); the identity above, in four elementwise passes, costs about 0.7 ms. The BiRNN
+On AVX-512 CPUs ``torch.tanh`` is several times slower than ``torch.sigmoid``, and the identity
+above, in four elementwise passes, still costs a fraction of ``torch.tanh`` (docs/performance.md,
+"Why the hot path looks as it does"). The BiRNN
 decoder's additive attention (Bahdanau et al. 2015 eq. 6) applies tanh to a
 ``(batch, src_len, attention_dim)`` tensor at every target position, so this is on its hot path.
 

@@ -20,9 +20,7 @@ from nmt.models.dropout import dropout as apply_dropout
 
 #: In training on a CPU, attention over at most this many keys takes the explicit path even when
 #: no weights are wanted: for short sentences the fused kernel's forward+backward costs more than
-#: two small matmuls and a softmax. Measured on 2 Zen 4 cores (d_model 256, 4 heads, 4,096-token
-#: batches): the explicit path is 1.2-1.7x faster at 8-24 keys, level at 28-40, slower from 64;
-#: the Multi30k Transformer recipe trains ~2.6% faster (median of 11 interleaved pairs). Beam
+#: two small matmuls and a softmax; the two are level near 32 keys (docs/performance.md). Beam
 #: search (forward only, one query step) stays on the fused kernel, which is faster there, and
 #: GPUs always take it.
 CPU_EXPLICIT_MAX_KEYS = 32

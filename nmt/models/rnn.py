@@ -79,9 +79,8 @@ class RNNEncoder(Encoder):
     forward one reads the sentences as they are (padding comes after every real token), the
     backward one reads each sentence reversed within its length (:func:`reverse_within_lengths`,
     so again the padding comes last), and its output is reversed back. Real positions get exactly
-    the states of a packed bidirectional RNN; on a CPU this is faster than packing (2 Zen 4
-    cores, batch 256, ~16 tokens: forward and backward in ~140 ms instead of ~155-175 ms) because
-    every step is one matmul over the whole batch. The parameters are those of the
+    the states of a packed bidirectional RNN; on a CPU this is faster than packing
+    (docs/performance.md) because every step is one matmul over the whole batch. The parameters are those of the
     bidirectional ``nn.GRU``/``nn.LSTM`` (``self.rnn``), so checkpoints are unchanged.
     """
 

@@ -14,8 +14,7 @@ schedule's length to the updates that fit in the remaining time, at most ``max_s
 estimate counts validations: each validate-and-checkpoint cycle is timed, and its mean cost is
 spread over the updates between validations. The first cycle is left out of the mean: what an
 untrained model outputs (too short, or running to the length limit) makes its decoding time
-unrepresentative (Multi30k Transformer on the Zen 4 host: its validation took 8 s, every later
-one 11-16 s). The length is saved in every checkpoint, so a resumed run
+unrepresentative (it was a third faster than every later one on Multi30k; docs/performance.md). The length is saved in every checkpoint, so a resumed run
 keeps it and resumes bitwise as before.
 
 With ``train.validate_after_updates`` (fairseq's ``--validate-after-updates``) there is no
@@ -25,9 +24,8 @@ first validation draws the alignment figures, which later ones draw only every
 ``train.attention.every``-th time, so each cycle is timed with that share of the drawing
 (:meth:`TimeBudget.record_cycle`): the one cycle does not stand for four times the figures.
 
-A shared machine can slow down after the fit (the Multi30k de→en Transformer on the Zen 4 host
-trained ~7% slower after update 500 than before it, and the hour stopped it 36 updates before
-the planned end). So after every later validation the plan is checked again
+A shared machine can slow down after the fit, and the budget would then stop the run before
+the planned end, before the learning rate has annealed. So after every later validation the plan is checked again
 (:func:`refit_schedule_steps`): when the planned end no longer fits in the whole budget, the
 decay is shortened, from the current update and learning rate, to what fits in the budget less
 the reserve. A plan is never lengthened, and the reserve keeps small changes of speed from

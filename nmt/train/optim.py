@@ -22,8 +22,8 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, betas: tuple[fl
     no_decay = [p for p in params if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if optimizer == "adam":
-        # the fused kernel (CPU and CUDA) updates all parameters in one pass: 3.5 ms per update
-        # for the Multi30k Transformer on 2 cores vs 13.6 ms for foreach, which CPUs run per tensor
+        # the fused kernel (CPU and CUDA) updates all parameters in one pass, several times faster
+        # than foreach, which CPUs run per tensor
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps,
                                  **({"fused": True} if fused else {"foreach": True}))
