@@ -46,20 +46,16 @@ class TokenizerConfig:
     """sentencepiece options (Kudo & Richardson 2018)."""
 
     model_type: str = "unigram"  # unigram | bpe
-    vocab_size: int = 8000
+    vocab_size: int = 8000  # pieces per sentencepiece model
     joint: bool = True  # one model for both languages (required by share_embeddings)
-    byte_fallback: bool = True
-    character_coverage: float = 1.0
+    byte_fallback: bool = True  # unknown characters become UTF-8 byte pieces instead of <unk>
+    character_coverage: float = 1.0  # share of characters the model covers (1.0 for Latin scripts)
     input_sentence_size: int = 0  # 0 = use every training sentence
     num_threads: int = 1  # sentencepiece training threads; the model depends on it (kept fixed for R27)
     cache_dir: Optional[str] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # default: <data dir>/.cache or ~/.cache/nmt
-    # subword regularisation of the training split (Kudo 2018, l-best sampling; nmt/data/sampling.py):
-    # every epoch, each training sentence takes one of its nbest_size best segmentations, drawn
-    # with probability ∝ P(x)^alpha; dev, test and translation keep the best one. Not part of the
-    # model: the trained sentencepiece model is unchanged. Unigram models only. On Multi30k (8k
-    # pieces) alpha 0.3 / nbest 16 resegments ~57% of the sentences per side and adds ~4% tokens
-    # (alpha 0.5: ~30% and ~2%; alpha 0.2: ~73% and ~6%).
-    enable_sampling: bool = False
+    # subword regularisation (Kudo 2018, l-best sampling; nmt/data/sampling.py): every epoch, each training
+    # sentence takes one of its nbest_size best segmentations; the sentencepiece model is unchanged
+    enable_sampling: bool = False  # subword regularisation of the training split (Kudo 2018), unigram only
     alpha: float = 0.3  # smoothing exponent: small = closer to uniform over the candidates
     nbest_size: int = 16  # l: candidates per sentence (>= 2); memory N x l x length int32 per side
 
@@ -68,31 +64,31 @@ class TokenizerConfig:
 class HFDataFiles:
     """``data_files`` of ``datasets.load_dataset``: a file or glob per split (None: no such split)."""
 
-    train: Optional[str] = None
-    validation: Optional[str] = None
-    test: Optional[str] = None
+    train: Optional[str] = None  # file or glob of the training split
+    validation: Optional[str] = None  # file or glob of the dev split
+    test: Optional[str] = None  # file or glob of the test split
 
 
 @dataclass
 class DataConfig:
     """Where the parallel text comes from and how it is cleaned."""
 
-    corpus: str = "multi30k"
+    corpus: str = "multi30k"  # corpus name: the folder under $NMT_DATA_DIR, and what download fetches
     dir: Optional[str] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # default: $NMT_DATA_DIR/<corpus>, then <project>/data/<corpus>
-    src_lang: str = "en"
-    tgt_lang: str = "de"
-    train_split: str = "train"
-    valid_split: str = "valid"
-    test_split: str = "test2016"
+    src_lang: str = "en"  # source language code (file suffix or column)
+    tgt_lang: str = "de"  # target language code
+    train_split: str = "train"  # training split name ({split}.{lang} files or hub split)
+    valid_split: str = "valid"  # dev split: validation loss, BLEU, early stopping
+    test_split: str = "test2016"  # split decoded and scored at the end (train.eval_test)
     download: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # fetch a known corpus (multi30k) when it is missing
     # Hugging Face datasets source (used instead of files when hf_name is set)
-    hf_name: Optional[str] = None
-    hf_config: Optional[str] = None
+    hf_name: Optional[str] = None  # Hugging Face dataset: hub id, save_to_disk folder, or json | csv | parquet; replaces files
+    hf_config: Optional[str] = None  # the dataset's configuration name (e.g. de-en)
     hf_translation_column: str = "translation"  # nested {lang: text} layout (wmt14, iwslt2017)
     hf_src_column: Optional[str] = None  # flat layout (bentrevett/multi30k): column names
-    hf_tgt_column: Optional[str] = None
+    hf_tgt_column: Optional[str] = None  # flat layout: the target column
     hf_valid_split: Optional[str] = None  # hub split name if it differs (e.g. "validation")
-    hf_test_split: Optional[str] = None
+    hf_test_split: Optional[str] = None  # hub split name of the test set if it differs
     # local files through datasets' json/csv/parquet builders (hf_name=json|csv|parquet), or a hub
     # dataset's own data_files, e.g. data.hf_data_files={train: train.jsonl, validation: dev.jsonl}
     hf_data_files: HFDataFiles = field(default_factory=HFDataFiles)
@@ -100,18 +96,18 @@ class DataConfig:
     hf_cache_dir: Optional[str] = None  # datasets' cache_dir (default: $HF_DATASETS_CACHE)
     num_proc: int = 1  # processes for Dataset.map tokenisation (non-streaming hf datasets)
     # streaming (hf_name only): read train as a datasets.IterableDataset, never all in memory
-    streaming: bool = False
+    streaming: bool = False  # hf_name only: read train as a datasets.IterableDataset, never all in memory
     shuffle_buffer: int = 100000  # pairs read, shuffled and bucketed together (OpenNMT-py bucket_size)
     stream_spm_sentences: int = 1000000  # first N pairs of the stream train sentencepiece
     # cleaning (R19-R23); filters apply to the training split only
-    on_empty: Policy = Policy.skip
-    on_invalid_utf8: Policy = Policy.error
+    on_empty: Policy = Policy.skip  # a pair with an empty side: skip | warn (skip and count) | error
+    on_invalid_utf8: Policy = Policy.error  # a line that is not UTF-8: error (file, line, byte) | replace (U+FFFD) | skip
     max_len: int = 250  # sentencepiece tokens per side, training only
     max_len_ratio: float = 3.0  # max(len)/min(len) in tokens, training only (0 = off)
     max_drop_fraction: float = 0.5  # fail when filters drop more than this
     max_train_pairs: Optional[int] = None  # take the first N training pairs (debug slices)
-    max_valid_pairs: Optional[int] = None
-    max_test_pairs: Optional[int] = None
+    max_valid_pairs: Optional[int] = None  # take the first N dev pairs (debug slices)
+    max_test_pairs: Optional[int] = None  # take the first N test pairs (debug slices)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def role_of(self, split: str) -> tuple[Optional[str], str]:
@@ -131,12 +127,12 @@ class DataConfig:
 class AttentionConfig:
     """RNN attention: a score function and a window (Bahdanau et al. 2015; Luong et al. 2015 §3)."""
 
-    score: AttentionScore = AttentionScore.additive
+    score: AttentionScore = AttentionScore.additive  # RNN attention score: additive (= concat) | dot | general | scaled_dot | cosine | location
     window: AttentionWindow = AttentionWindow["global"]  # local_m, local_p: Luong et al. 2015 §3.2
     window_size: int = 10  # D: the window is [p_t - D, p_t + D]; local-p uses sigma = D / 2
     attention_dim: int = 0  # additive/local-p hidden size (0 = decoder hidden size)
     cosine_scale: float = 10.0  # initial (or fixed) scale of cosine scores
-    learn_cosine_scale: bool = True
+    learn_cosine_scale: bool = True  # cosine score: learn the scale g (else fixed at cosine_scale)
     max_src_len: int = 128  # location score: positions scored (longer sources get no weight beyond)
 
 
@@ -144,7 +140,7 @@ class AttentionConfig:
 class RNNDecoderConfig:
     """Attentional RNN decoder."""
 
-    style: DecoderStyle = DecoderStyle.bahdanau
+    style: DecoderStyle = DecoderStyle.bahdanau  # bahdanau: attend from s_{t-1} | luong: attend from h_t
     input_feeding: bool = True  # Luong et al. 2015 §3.3 (luong style only)
 
 
@@ -152,26 +148,26 @@ class RNNDecoderConfig:
 class ModelConfig:
     """Model architecture. ``arch`` picks the family; fields of the others are ignored."""
 
-    arch: Arch = Arch.transformer
+    arch: Arch = Arch.transformer  # transformer | rnn (BiRNN encoder, attentional decoder)
     # --- RNN family (arch=rnn) ---
-    rnn_type: RNNType = RNNType.gru
-    embed_dim: int = 256
+    rnn_type: RNNType = RNNType.gru  # recurrent cell of encoder and decoder
+    embed_dim: int = 256  # RNN token embedding size
     hidden_size: int = 512  # decoder hidden size; each encoder direction has hidden_size // 2
     decoder: RNNDecoderConfig = field(default_factory=RNNDecoderConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     # --- Transformer (arch=transformer); layers/dropout/sharing also apply to the RNN ---
-    d_model: int = 256
-    num_heads: int = 4
-    ffn_dim: int = 1024
-    encoder_layers: int = 3
-    decoder_layers: int = 3
-    dropout: float = 0.3
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.1
-    activation: Activation = Activation.relu
+    d_model: int = 256  # Transformer model size (embeddings, attention, residual stream)
+    num_heads: int = 4  # attention heads per layer (d_model divisible by it)
+    ffn_dim: int = 1024  # Transformer feed-forward inner size
+    encoder_layers: int = 3  # encoder layers (RNN: stacked bidirectional layers)
+    decoder_layers: int = 3  # decoder layers
+    dropout: float = 0.3  # dropout on embeddings, residual connections and between RNN layers
+    attention_dropout: float = 0.1  # dropout on Transformer attention weights
+    activation_dropout: float = 0.1  # dropout inside the Transformer feed-forward block
+    activation: Activation = Activation.relu  # feed-forward activation; swiglu/geglu are gated (Shazeer 2020)
     pre_norm: bool = False  # False: post-norm as in Vaswani et al. 2017
-    positions: Positions = Positions.sinusoidal
-    max_positions: int = 1024
+    positions: Positions = Positions.sinusoidal  # sinusoidal (Vaswani et al. 2017 §3.5) | learned position embeddings
+    max_positions: int = 1024  # longest sequence, EOS included; longer sources are truncated when translating
     share_embeddings: bool = True  # one embedding matrix for source and target (joint vocab)
     tie_output: bool = True  # output projection = target embedding (Press & Wolf 2017)
     scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model) (Vaswani §3.4)
@@ -182,15 +178,15 @@ class ModelConfig:
 class OptimConfig:
     """Adam(W) with a learning-rate schedule (Vaswani et al. 2017 §5.3)."""
 
-    optimizer: Optimizer = Optimizer.adam
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-8
-    weight_decay: float = 1e-4
-    scheduler: Scheduler = Scheduler.inverse_sqrt
-    warmup_steps: int = 1000
-    warmup_init_lr: float = 1e-7
-    min_lr: float = 0.0
+    optimizer: Optimizer = Optimizer.adam  # adam (decoupled weight decay, AdamW) | sgd
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # Adam beta1, beta2
+    eps: float = 1e-8  # Adam epsilon
+    weight_decay: float = 1e-4  # decoupled weight decay (AdamW)
+    scheduler: Scheduler = Scheduler.inverse_sqrt  # learning-rate schedule after warmup (nmt.train.optim.lr_lambda)
+    warmup_steps: int = 1000  # updates of linear warmup from warmup_init_lr to lr
+    warmup_init_lr: float = 1e-7  # learning rate at update 0
+    min_lr: float = 0.0  # floor of the decay (inverse_sqrt, cosine, linear)
     clip_norm: float = 0.0  # 0 = no clipping; the norm is always logged
 
 
@@ -212,21 +208,21 @@ class AttentionPlotConfig:
 class TrainConfig:
     """Training loop."""
 
-    seed: int = 1
+    seed: int = 1  # seed of initialisation, batching and dropout (set by the top-level seed)
     max_tokens: int = 4096  # source+target-padded token budget per batch (max of the two)
     update_freq: int = 1  # gradient accumulation
-    label_smoothing: float = 0.1
-    max_epochs: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)
+    label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy (Szegedy et al. 2016)
+    max_epochs: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)  # stop after this many epochs
     max_steps: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # 0 = no limit
     max_time_minutes: float = field(default=0.0, metadata=MAY_CHANGE_ON_RESUME)  # wall-clock budget for training (0 = none)
     fit_schedule_to_time: bool = False  # cosine/linear: when warmup ends, shorten the decay to the updates that fit in max_time_minutes, and again after a validation if the machine slowed down (nmt.train.budget)
     valid_every_steps: int = 0  # 0 = once per epoch
-    valid_every_epochs: int = 1
+    valid_every_epochs: int = 1  # validate every N epochs (when valid_every_steps is 0)
     validate_after_updates: int = 0  # no validation before this update (fairseq --validate-after-updates); the closing one always runs, and fit_schedule_to_time validates once when warmup ends to time it
     valid_max_sentences: int = 0  # decode at most N dev sentences for BLEU (0 = all)
     patience: int = field(default=10, metadata=MAY_CHANGE_ON_RESUME)  # validations without BLEU improvement before stopping (0 = off)
-    log_every_steps: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)
-    keep_last: int = field(default=2, metadata=MAY_CHANGE_ON_RESUME)
+    log_every_steps: int = field(default=100, metadata=MAY_CHANGE_ON_RESUME)  # training loss, learning rate and speed to TensorBoard every N updates
+    keep_last: int = field(default=2, metadata=MAY_CHANGE_ON_RESUME)  # checkpoints kept besides the best one
     average_last: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # at the end, average the last N checkpoints; kept only if dev BLEU improves (0 = off)
     average_best: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # at the end, average the best N checkpoints by dev BLEU (kept while training); kept only if better (0 = off)
     num_threads: int = field(default=0, metadata=MAY_CHANGE_ON_RESUME)  # torch intra-op threads (0 = torch default)
@@ -251,11 +247,11 @@ class TrainConfig:
 class SearchConfig:
     """Decoding (Wu et al. 2016 eq. 14 length penalty)."""
 
-    beam_size: int = 5
+    beam_size: int = 5  # hypotheses kept per sentence (1 = greedy)
     length_penalty: float = 1.0  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.2  # max output length = a * src_len + b
-    max_len_b: int = 10
-    nbest: int = 1
+    max_len_b: int = 10  # see max_len_a
+    nbest: int = 1  # hypotheses returned per sentence
     batch_size: int = field(default=128, metadata=MAY_CHANGE_ON_RESUME)  # sentences per decoding batch
 
 

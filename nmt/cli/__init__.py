@@ -23,7 +23,8 @@ def comma_list(value: Optional[str]) -> list[str]:
 def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[str]] = None) -> Optional[Any]:
     """The shared start of every ``key=value`` console script.
 
-    Prints ``doc`` and the option names and returns None for ``-h``/``--help`` (the package and
+    Prints ``doc`` and every option (type, default, its field comment; the same as ``docs/cli.md``)
+    and returns None for ``-h``/``--help`` (the package and
     dependency versions for ``--version``); otherwise sets up
     logging, applies a ``num_threads`` option (> 0) to torch, and returns ``schema`` parsed from ``parse`` (default: ``argv``).
 
@@ -34,7 +35,9 @@ def parse_options(schema: type, doc: str, argv: list[str], parse: Optional[list[
     from nmt.config import parse_cli
 
     if any(a in ("-h", "--help") for a in argv):
-        print(doc.strip() + "\n\noptions: " + ", ".join(schema.__dataclass_fields__))
+        from nmt.field_docs import help_text
+
+        print(help_text(schema, doc))
         return None
     if "--version" in argv:
         from nmt.versions import format_versions

@@ -33,9 +33,9 @@ class TranslateConfig:
     input: Optional[str] = None  # file to translate; default: arguments, else stdin
     output: Optional[str] = None  # file to write; default: stdout
     beam_size: Optional[int] = None  # default: the checkpoint's search config
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    nbest: int = 1
+    length_penalty: Optional[float] = None  # GNMT alpha (default: the checkpoint's search config)
+    batch_size: int = 64  # sentences per decoding batch
+    nbest: int = 1  # hypotheses per input line
     format: str = "plain"  # plain | score (score<TAB>text) | tsv (id<TAB>rank<TAB>score<TAB>text) | jsonl
     scores: bool = False  # alias of format=score
     print_alignment: bool = False  # append a tab and Pharaoh word links (src-tgt, 0-based) to each line
@@ -43,8 +43,8 @@ class TranslateConfig:
     progress: str = "auto"  # progress bar on stderr: auto (only when stderr is a terminal) | true | false
     alignment_shift: bool = False  # links from the step where the word is the decoder input (shift-att)
     attention: AttentionOutputConfig = field(default_factory=AttentionOutputConfig)
-    device: str = "cpu"
-    num_threads: int = 0
+    device: str = "cpu"  # cpu | cuda
+    num_threads: int = 0  # torch intra-op threads (0 = torch default)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ExportConfig:
 class AlignConfig:
     """``nmt-align`` options: forced alignment of given translations (and AER against gold)."""
 
-    ckpt: str = MISSING
+    ckpt: str = MISSING  # checkpoint or run directory (its best checkpoint)
     src: str = MISSING  # source sentences, one per line
     tgt: str = MISSING  # their translations, line by line (teacher-forced)
     output: Optional[str] = None  # Pharaoh lines; default: stdout
@@ -72,9 +72,9 @@ class AlignConfig:
     layer: Optional[int] = None  # decoder layer (default: the model's alignment layer)
     head: str = "average"  # average | best (lowest AER on gold over the heads and head averages of every layer, or of layer) | index
     shift: bool = False  # read token t from the step where it is the decoder input (Chen et al. 2020)
-    batch_size: int = 32
-    device: str = "cpu"
-    num_threads: int = 0
+    batch_size: int = 32  # sentence pairs per batch
+    device: str = "cpu"  # cpu | cuda
+    num_threads: int = 0  # torch intra-op threads (0 = torch default)
 
 
 @dataclass
@@ -92,13 +92,12 @@ class EvaluateConfig:
     ref: Optional[str] = None  # explicit reference files, as many as src
     output: Optional[str] = None  # hypotheses files, one per set; default: <run>/hyp.<set>
     bootstrap_samples: int = 1000  # paired bootstrap resamples (sacrebleu's default)
-    moses_bleu: Optional[str] = None  # LANG (e.g. de): also lowercased BLEU on Moses-tokenised text, the Multi30k
-    # papers' multi-bleu.perl metric (nmt.evaluate.moses_tokenized_bleu; needs the moses extra)
-    beam_size: Optional[int] = None
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    device: str = "cpu"
-    num_threads: int = 0
+    moses_bleu: Optional[str] = None  # LANG (e.g. de): also lowercased BLEU on Moses tokens, the Multi30k papers' multi-bleu.perl metric (needs the moses extra)
+    beam_size: Optional[int] = None  # default: the checkpoint's search config
+    length_penalty: Optional[float] = None  # GNMT alpha (default: the checkpoint's search config)
+    batch_size: int = 64  # sentences per decoding batch
+    device: str = "cpu"  # cpu | cuda
+    num_threads: int = 0  # torch intra-op threads (0 = torch default)
 
 
 @dataclass
@@ -114,7 +113,7 @@ class AverageConfig:
     data_dir: Optional[str] = None  # folder of {split}.{lang} files (default: $NMT_DATA_DIR/<corpus>)
     hf_name: Optional[str] = None  # read the dev split from this Hugging Face dataset instead
     beam_size: Optional[int] = None  # default: the checkpoint's search settings
-    length_penalty: Optional[float] = None
-    batch_size: int = 64
-    device: str = "cpu"
-    num_threads: int = 0
+    length_penalty: Optional[float] = None  # GNMT alpha for the dev BLEU (default: the checkpoint's search config)
+    batch_size: int = 64  # sentences per decoding batch
+    device: str = "cpu"  # cpu | cuda
+    num_threads: int = 0  # torch intra-op threads (0 = torch default)

@@ -1,7 +1,7 @@
 """``nmt-train``: Hydra entry point. Example: ``nmt-train experiment=multi30k_transformer``.
 
-Data-parallel: ``torchrun --nproc_per_node N --no-python nmt-train ...`` (see
-:mod:`nmt.train.distributed`); every process uses the same Hydra run directory, and only rank 0
+Data-parallel: ``torchrun --nproc_per_node N --no-python nmt-train ...`` (docs/distributed.md);
+every process uses the same Hydra run directory, and only rank 0
 writes into it (Hydra's ``.hydra/`` and log file included).
 """
 from __future__ import annotations
@@ -117,6 +117,13 @@ def main() -> None:
     from nmt.config import register_configs
     from nmt.train.distributed import env_rank
 
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):  # our options table; Hydra's own: --hydra-help
+        from nmt.cli.reference import train_help_doc
+        from nmt.config import Config
+        from nmt.field_docs import help_text
+
+        print(help_text(Config, train_help_doc(conf_dir())))
+        return
     if "--version" in sys.argv[1:]:
         from nmt.versions import format_versions
 

@@ -1,7 +1,7 @@
 """Fetch a known corpus (Multi30k task 1, raw) and verify it by sha256.
 
 Each file is downloaded as ``.gz``, decompressed in memory, checked against the sha256 of the
-decompressed text (from ``/work/shared/data/multi30k/SOURCE.md``) and written atomically
+decompressed text (the digests below, recorded when the corpus was first fetched) and written atomically
 (temp file in the same folder, fsync, ``os.replace``, folder fsync; RELIABILITY.md R1), so a
 failed or corrupt download never leaves a file under its final name.
 
@@ -198,15 +198,20 @@ def ensure_corpus(cfg: DataConfig, splits: Sequence[str] = ()) -> Path:
     raise DataError(_missing_message(cfg, folder, missing, splits, cause))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``nmt-data CORPUS [--dest DIR] [--langs L ...]``; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``nmt-data`` (also rendered into ``docs/cli.md``)."""
     parser = argparse.ArgumentParser(prog="nmt-data", description="Download a known parallel corpus.")
     parser.add_argument("corpus", choices=sorted(KNOWN_CORPORA))
     parser.add_argument("--dest", default=None, help="target folder (default: where training looks: "
                         "$NMT_DATA_DIR/<corpus>, else <project>/data/<corpus>)")
     parser.add_argument("--langs", nargs="+", default=None, help="languages (default: all)")
     parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``nmt-data CORPUS [--dest DIR] [--langs L ...]``; returns the exit status."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     dest = resolve_data_dir(args.corpus, args.dest)
     try:
