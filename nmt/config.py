@@ -50,7 +50,7 @@ class TokenizerConfig:
     joint: bool = True  # one model for both languages (required by share_embeddings)
     byte_fallback: bool = True  # unknown characters become UTF-8 byte pieces instead of <unk>
     character_coverage: float = 1.0  # share of characters the model covers (1.0 for Latin scripts)
-    input_sentence_size: int = 0  # 0 = use every training sentence
+    input_sentence_size: int = 300000  # sentence pairs sampled (seeded) to train sentencepiece on, bounding its memory (docs/data.md); 0 = every pair
     num_threads: int = 1  # sentencepiece training threads; the model depends on it (kept fixed for R27)
     cache_dir: Optional[str] = field(default=None, metadata=MAY_CHANGE_ON_RESUME)  # default: <data dir>/.cache or ~/.cache/nmt
     # subword regularisation (Kudo 2018, l-best sampling; nmt/data/sampling.py): every epoch, each training
@@ -70,6 +70,14 @@ class HFDataFiles:
 
 
 @dataclass
+class TrainCorpus:
+    """One training corpus of a weighted mixture (``data.train``)."""
+
+    dir: str = ""  # folder holding {train_split}.{src_lang} and {train_split}.{tgt_lang}
+    weight: float = 1.0  # pairs drawn from this corpus for each pair of a weight-1 corpus
+
+
+@dataclass
 class DataConfig:
     """Where the parallel text comes from and how it is cleaned."""
 
@@ -81,6 +89,7 @@ class DataConfig:
     valid_split: str = "valid"  # dev split: validation loss, BLEU, early stopping
     test_split: str = "test2016"  # split decoded and scored at the end (train.eval_test)
     download: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)  # fetch a known corpus (multi30k) when it is missing
+    train: list[TrainCorpus] = field(default_factory=list)  # several training corpora mixed by weight, [{dir: D, weight: 2}, ...]; empty: the train split of data.dir
     # Hugging Face datasets source (used instead of files when hf_name is set)
     hf_name: Optional[str] = None  # Hugging Face dataset: hub id, save_to_disk folder, or json | csv | parquet; replaces files
     hf_config: Optional[str] = None  # the dataset's configuration name (e.g. de-en)
@@ -95,8 +104,7 @@ class DataConfig:
     hf_revision: Optional[str] = None  # hub revision (e.g. refs/convert/parquet for script datasets)
     hf_cache_dir: Optional[str] = None  # datasets' cache_dir (default: $HF_DATASETS_CACHE)
     num_proc: int = 1  # processes for Dataset.map tokenisation (non-streaming hf datasets)
-    # streaming (hf_name only): read train as a datasets.IterableDataset, never all in memory
-    streaming: bool = False  # hf_name only: read train as a datasets.IterableDataset, never all in memory
+    streaming: bool = False  # read train as a stream (hub data or {split}.{lang} files), never all in memory or on disk
     shuffle_buffer: int = 100000  # pairs read, shuffled and bucketed together (OpenNMT-py bucket_size)
     stream_spm_sentences: int = 1000000  # first N pairs of the stream train sentencepiece
     # cleaning (R19-R23); filters apply to the training split only

@@ -99,6 +99,21 @@ def _value_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _mixture_problems(data) -> list[str]:
+    """``data.train``: plain-text corpora with positive weights, cached and mixed in memory maps."""
+    if not data.train:
+        return []
+    problems = [f"data.train[{i}].dir is empty" for i, c in enumerate(data.train) if not c.dir]
+    problems += [f"data.train[{i}].weight={c.weight} must be positive" for i, c in enumerate(data.train)
+                 if not c.weight > 0]
+    for option, value in (("data.hf_name", data.hf_name), ("data.streaming", data.streaming),
+                          ("data.tokenizer.enable_sampling", data.tokenizer.enable_sampling)):
+        if value:
+            problems.append(f"data.train mixes plain-text corpora through the id cache; {option}={value} "
+                            "cannot be combined with it")
+    return problems
+
+
 def _model_problems(cfg: Config) -> list[str]:
     """Combinations that matter for training and translation alike."""
     m = cfg.model
@@ -135,6 +150,7 @@ def _training_problems(cfg: Config) -> list[str]:
     if cfg.data.max_len >= m.max_positions:
         problems.append(f"data.max_len={cfg.data.max_len} must be below model.max_positions={m.max_positions} "
                         "(a training sentence plus BOS/EOS must fit the positions)")
+    problems += _mixture_problems(cfg.data)
     if tk.enable_sampling:
         if cfg.data.streaming:
             problems.append("data.tokenizer.enable_sampling=true re-segments the training text every epoch, which "

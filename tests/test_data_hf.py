@@ -224,8 +224,16 @@ def test_prepare_data_streams_json_files(tmp_path):
     assert stream.source.n_shards == 3 and stream.max_tokens == 150
     got = [s for b in stream for s in data.tokenizer.decode_tgt(b.tgt_out)]
     assert Counter(got) == Counter(d for _, d in rows)
-    with pytest.raises(DataError, match="hf_name"):
-        prepare_data(DataConfig(streaming=True), seed=1)
+    # plain-text files stream the same way (issue 39; this used to be refused for want of hf_name)
+    for split, pairs in (("train", rows), ("valid", list(_pairs(4, 5)))):
+        (tmp_path / f"{split}.en").write_text("".join(e + "\n" for e, _ in pairs))
+        (tmp_path / f"{split}.de").write_text("".join(d + "\n" for _, d in pairs))
+    files = prepare_data(DataConfig(dir=str(tmp_path), download=False, streaming=True, shuffle_buffer=16,
+                                    stream_spm_sentences=25, tokenizer=_tok_cfg(tmp_path)),
+                         seed=1, with_test=False, max_tokens=150)
+    assert files.train is None and len(files.valid) == 4
+    got = [s for b in files.train_stream for s in files.tokenizer.decode_tgt(b.tgt_out)]
+    assert Counter(got) == Counter(d for _, d in rows)
 
 
 # --- shipped data configs -------------------------------------------------------------------------

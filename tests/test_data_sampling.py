@@ -79,11 +79,11 @@ def test_the_same_seed_gives_the_same_segmentation_in_a_new_process(unigram, tmp
     code = ("import json, sys; sys.path.insert(0, 'tests'); from test_data_sampling import _sampling; "
             "from nmt.data.tokenizer import Tokenizer; "
             f"d = _sampling(Tokenizer.load({str(tmp_path)!r})).dataset(2); "
-            "print(json.dumps([a.tolist() for a in d.src + d.tgt]))")
+            "print(json.dumps([a.tolist() for a in [*d.src, *d.tgt]]))")
     here = _sampling(unigram).dataset(2)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[1]))
-    assert json.loads(out.stdout) == [a.tolist() for a in here.src + here.tgt]
+    assert json.loads(out.stdout) == [a.tolist() for a in [*here.src, *here.tgt]]
 
 
 def test_a_sampled_pair_outside_the_length_filters_keeps_its_best_segmentation(unigram):

@@ -1,4 +1,5 @@
-"""Training on a streamed Hugging Face corpus (data.streaming=true): the trainer reads batches
+"""Training on a streamed corpus (data.streaming=true; Hugging Face JSON Lines, or plain-text files):
+the trainer reads batches
 from the stream, saves its position in checkpoints, and resumes bitwise where it stopped."""
 from __future__ import annotations
 
@@ -32,13 +33,18 @@ def jsonl_files(tmp_path_factory):
     for k in range(3):
         (tmp / f"train-{k}.jsonl").write_text("".join(train[k * 100:(k + 1) * 100]), encoding="utf-8")
     (tmp / "valid.jsonl").write_text("".join(pairs("valid", 20)), encoding="utf-8")
+    for split, n in (("train", 300), ("valid", 20)):  # the same pairs as plain-text files
+        for lang in ("en", "de"):
+            lines = (m30k / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()[:n]
+            (tmp / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return tmp
 
 
-def _trainer(tmp, run_dir, **train) -> Trainer:
-    data_cfg = DataConfig(hf_name="json", hf_data_files=HFDataFiles(train=str(tmp / "train-*.jsonl"),
-                                                                   validation=str(tmp / "valid.jsonl")),
-                          streaming=True, shuffle_buffer=64, stream_spm_sentences=300,
+def _trainer(tmp, run_dir, kind="hub", **train) -> Trainer:
+    where = dict(hf_name="json", hf_data_files=HFDataFiles(train=str(tmp / "train-*.jsonl"),
+                                                           validation=str(tmp / "valid.jsonl"))) \
+        if kind == "hub" else dict(dir=str(tmp), download=False)
+    data_cfg = DataConfig(**where, streaming=True, shuffle_buffer=64, stream_spm_sentences=300,
                           tokenizer=TokenizerConfig(vocab_size=400, cache_dir=str(tmp / "spm")))
     train = {"max_tokens": 400, "update_freq": 2, "max_epochs": 3, "log_every_steps": 1, "eval_test": False,
              "progress_bar": False, "patience": 0, **train}
@@ -52,18 +58,19 @@ def _trainer(tmp, run_dir, **train) -> Trainer:
     return Trainer(cfg, data, run_dir)
 
 
-def test_streamed_training_resumes_bitwise(jsonl_files, tmp_path):
-    straight = _trainer(jsonl_files, tmp_path / "straight", max_steps=24)
+@pytest.mark.parametrize("kind", ["hub", "text"])
+def test_streamed_training_resumes_bitwise(jsonl_files, tmp_path, kind):
+    straight = _trainer(jsonl_files, tmp_path / "straight", kind, max_steps=24)
     expected = _record(straight)
     results = straight.train()
     assert results["steps"] == 24 and results["epochs_completed"] >= 1  # crossed an epoch boundary
     assert expected[-1] < expected[0]
 
-    first = _trainer(jsonl_files, tmp_path / "resumed", max_steps=24)
+    first = _trainer(jsonl_files, tmp_path / "resumed", kind, max_steps=24)
     got = _record(first, stop_at=11)
     with pytest.raises(TrainingInterrupted):
         first.train()
-    second = _trainer(jsonl_files, tmp_path / "resumed", max_steps=24)
+    second = _trainer(jsonl_files, tmp_path / "resumed", kind, max_steps=24)
     assert second.progress.step == 11 and second.sampler.state_dict()["batches_consumed"] > 0
     rest = _record(second)
     second.train()

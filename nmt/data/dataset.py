@@ -13,37 +13,41 @@ import numpy as np
 
 from nmt.data.batch import UNK_ID, Batch
 from nmt.data.errors import DataError
+from nmt.data.ragged import Ragged
 
 logger = logging.getLogger(__name__)
 
 UNK_WARN_RATE = 0.01  # warn above 1 % unknown tokens on a side (R24)
 
 
-def _as_arrays(seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    return [np.asarray(s, dtype=np.int32) for s in seqs]
-
-
 class TokenizedDataset:
-    """Id sequences of aligned sentences (without BOS/EOS).
+    """Id sequences of aligned sentences (without BOS/EOS), stored flat (:class:`Ragged`).
 
     Attributes:
-        src: N int32 arrays of source ids.
-        tgt: N int32 arrays of target ids, or None (translation input).
+        src: N source id sequences (``src[i]`` is an int64 array).
+        tgt: N target id sequences, or None (translation input).
         src_lengths, tgt_lengths: ``(N,)`` int64 lengths (``tgt_lengths`` None without tgt).
         unk_rate: fraction of UNK ids per side, ``{"src": r, "tgt": r}`` (R24).
+    Args:
+        src, tgt: lists of ids, or :class:`Ragged` (a memory-mapped corpus stays mapped) or
+            another sequence of id arrays with ``lengths()`` and ``take()``
+            (:class:`nmt.data.mixture.MixedRagged`).
+        unk_rate: the rates when already counted (:mod:`nmt.data.id_cache` counts them while
+            encoding), else they are counted here.
     Raises:
         ValueError: when ``src`` and ``tgt`` have different lengths.
     """
 
-    def __init__(self, src: Sequence[Sequence[int]], tgt: Optional[Sequence[Sequence[int]]] = None) -> None:
+    def __init__(self, src: Sequence[Sequence[int]] | Ragged, tgt: Optional[Sequence[Sequence[int]] | Ragged] = None,
+                 unk_rate: Optional[dict[str, float]] = None) -> None:
         if tgt is not None and len(tgt) != len(src):
             raise ValueError(f"{len(src)} source but {len(tgt)} target sequences")
-        self.src = _as_arrays(src)
-        self.tgt = None if tgt is None else _as_arrays(tgt)
-        self.src_lengths = np.array([len(s) for s in self.src], dtype=np.int64)
-        self.tgt_lengths = None if self.tgt is None else np.array([len(t) for t in self.tgt], dtype=np.int64)
-        self.unk_rate = {"src": _unk_rate(self.src)}
-        if self.tgt is not None:
+        self.src = src if hasattr(src, "lengths") else Ragged.from_lists(src)
+        self.tgt = None if tgt is None else tgt if hasattr(tgt, "lengths") else Ragged.from_lists(tgt)
+        self.src_lengths = self.src.lengths()
+        self.tgt_lengths = None if self.tgt is None else self.tgt.lengths()
+        self.unk_rate = dict(unk_rate) if unk_rate is not None else {"src": _unk_rate(self.src)}
+        if unk_rate is None and self.tgt is not None:
             self.unk_rate["tgt"] = _unk_rate(self.tgt)
 
     def __len__(self) -> int:
@@ -54,10 +58,9 @@ class TokenizedDataset:
         return self.src[i], None if self.tgt is None else self.tgt[i]
 
     def subset(self, indices: Sequence[int]) -> "TokenizedDataset":
-        """The examples at ``indices`` (e.g. from :func:`filter_by_length`)."""
-        idx = [int(i) for i in indices]
-        return TokenizedDataset([self.src[i] for i in idx],
-                                None if self.tgt is None else [self.tgt[i] for i in idx])
+        """The examples at ``indices`` (e.g. from :func:`filter_by_length`); no ids are copied."""
+        return TokenizedDataset(self.src.take(indices), None if self.tgt is None else self.tgt.take(indices),
+                                unk_rate=self.unk_rate)
 
     @classmethod
     def from_text(cls, tokenizer, src_texts: Sequence[str], tgt_texts: Optional[Sequence[str]] = None,
@@ -88,9 +91,9 @@ class TokenizedDataset:
         return data
 
 
-def _unk_rate(seqs: Sequence[np.ndarray]) -> float:
-    total = sum(len(s) for s in seqs)
-    return float(sum(int((s == UNK_ID).sum()) for s in seqs) / total) if total else 0.0
+def _unk_rate(seqs: Ragged) -> float:
+    total = int(seqs.lengths().sum())
+    return seqs.count_id(UNK_ID) / total if total else 0.0
 
 
 class BucketingSampler:
@@ -129,7 +132,7 @@ class BucketingSampler:
         self.max_tokens, self.max_sentences = int(max_tokens), int(max_sentences)
         self.shuffle, self.seed = bool(shuffle), int(seed)
         self.epoch, self.batches_consumed = 1, 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: tuple[int, list[np.ndarray]] | None = None
         self._epoch_lengths = epoch_lengths
 
     def lengths(self, epoch: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -153,14 +156,15 @@ class BucketingSampler:
         if int(epoch) != self.epoch:
             self.epoch, self.batches_consumed = int(epoch), 0
 
-    def batches(self, epoch: Optional[int] = None) -> list[list[int]]:
-        """All batches of ``epoch`` (default: the current one) in iteration order."""
+    def batches(self, epoch: Optional[int] = None) -> list[np.ndarray]:
+        """All batches of ``epoch`` (default: the current one) in iteration order, each an int64
+        array of dataset indices."""
         epoch = self.epoch if epoch is None else int(epoch)
         if self._cache is None or self._cache[0] != epoch:
             self._cache = (epoch, self._build(epoch))
         return self._cache[1]
 
-    def _build(self, epoch: int) -> list[list[int]]:
+    def _build(self, epoch: int) -> list[np.ndarray]:
         src, tgt = self.lengths(epoch)
         longest = src if tgt is None else np.maximum(src, tgt)
         keys = [longest, src] + ([] if tgt is None else [tgt])
@@ -168,17 +172,8 @@ class BucketingSampler:
         if rng is not None:
             keys.append(rng.random(len(src)))
         order = np.lexsort(keys[::-1]) if len(src) else np.zeros(0, np.int64)  # last key primary
-        batches, current, width = [], [], 0
-        for i, n in zip(order.tolist(), longest[order].tolist()):
-            w = max(width, n)
-            full = self.max_sentences > 0 and len(current) >= self.max_sentences
-            if current and (full or (len(current) + 1) * (w + 1) > self.max_tokens):
-                batches.append(current)
-                current, w = [], n
-            current.append(i)
-            width = w
-        if current:
-            batches.append(current)
+        starts = fill_batches(longest[order], self.max_tokens, self.max_sentences)
+        batches = np.split(order, starts[1:])
         if rng is not None:
             batches = [batches[j] for j in rng.permutation(len(batches))]
         return batches
@@ -191,7 +186,7 @@ class BucketingSampler:
         batches = self.batches()
         while self.batches_consumed < len(batches):
             self.batches_consumed += 1
-            yield list(batches[self.batches_consumed - 1])
+            yield batches[self.batches_consumed - 1].tolist()
         self.epoch, self.batches_consumed = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
@@ -220,6 +215,39 @@ class BucketingSampler:
                 total += len(idx) * width
                 pad += len(idx) * width - int((lengths[idx] + 1).sum())
         return pad / total if total else 0.0
+
+
+def fill_batches(widths: np.ndarray, max_tokens: int, max_sentences: int = 0) -> np.ndarray:
+    """Start positions of the batches that fill ``widths`` in order under a token budget.
+
+    Greedy, as a loop over the examples would be: an example joins the current batch while
+    ``(B + 1) * (width + 1) <= max_tokens`` (and ``B < max_sentences`` when > 0), else it starts
+    the next one; an example too wide for any batch is a batch of one. ``widths`` must not
+    decrease (the sampler sorts by them), so a batch's width is its last example's and the loop
+    runs once per distinct width rather than once per example.
+
+    Args:
+        widths: ``(N,)`` non-decreasing example widths in tokens (``max(src_len, tgt_len)``).
+    Returns:
+        ``(num_batches,)`` int64 start positions into ``widths`` (the first is 0; none when N = 0).
+    """
+    starts: list[int] = []
+    values, counts = np.unique(np.asarray(widths, dtype=np.int64), return_counts=True)
+    filled = pos = 0  # examples in the open batch; examples placed so far
+    for width, count in zip(values.tolist(), counts.tolist()):
+        cap = max_tokens // (width + 1)
+        if max_sentences > 0:
+            cap = min(cap, max_sentences)
+        if filled:
+            joining = min(count, max(0, cap - filled))
+            filled, pos, count = filled + joining, pos + joining, count - joining
+            if not count:
+                continue
+        per_batch = max(1, cap)
+        new = -(-count // per_batch)
+        starts.extend(range(pos, pos + new * per_batch, per_batch))
+        filled, pos = count - (new - 1) * per_batch, pos + count
+    return np.asarray(starts, dtype=np.int64)
 
 
 def make_batch(dataset: TokenizedDataset, indices: Sequence[int]) -> Batch:

@@ -2,6 +2,8 @@
 or a Hugging Face dataset; read and cleaned by :mod:`nmt.data.text` either way."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from nmt.config import DataConfig, Policy
 from nmt.data.download import ensure_corpus, resolve_data_dir
 from nmt.data.errors import DataError
@@ -26,15 +28,26 @@ def load_split(cfg: DataConfig, split: str) -> ParallelText:
 
         text = load_hf_split(cfg, split)
     else:
-        folder = resolve_data_dir(cfg.corpus, cfg.dir)
-        src_path = folder / f"{name}.{cfg.src_lang}"
-        tgt_path = folder / f"{name}.{cfg.tgt_lang}"
-        if not (src_path.is_file() and tgt_path.is_file()):
-            ensure_corpus(cfg, splits=[name])
+        src_path, tgt_path = split_files(cfg, split)
         text = read_parallel(src_path, tgt_path, on_empty=cfg.on_empty if role == "train" else Policy.skip,
                              on_invalid_utf8=cfg.on_invalid_utf8, max_pairs=cfg.max_pairs(role),
                              drop_empty=role == "train", name=f"{cfg.corpus}/{name}")
     return check_not_empty(text, role, name)
+
+
+def split_files(cfg: DataConfig, split: str) -> tuple[Path, Path]:
+    """The two files of a split, ``{dir}/{name}.{src_lang}`` and ``.{tgt_lang}``, fetched through
+    :func:`nmt.data.download.ensure_corpus` when missing.
+
+    Raises:
+        DataError: a missing corpus that cannot be fetched (the message says which files to put where).
+    """
+    name = cfg.role_of(split)[1]
+    folder = resolve_data_dir(cfg.corpus, cfg.dir)
+    src_path, tgt_path = folder / f"{name}.{cfg.src_lang}", folder / f"{name}.{cfg.tgt_lang}"
+    if not (src_path.is_file() and tgt_path.is_file()):
+        ensure_corpus(cfg, splits=[name])
+    return src_path, tgt_path
 
 
 def check_not_empty(text: ParallelText, role, name: str) -> ParallelText:

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 #: in text nmt writes (R33): the same and tab, so that a hypothesis never splits a line or a column
 OUTPUT_SEPARATORS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 _SHOW = 5  # line numbers shown in reports
 
 
@@ -98,8 +98,8 @@ def _split_bytes(path: Path | str) -> list[bytes]:
         raise DataError(f"{path}: file not found") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err}") from None
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
+    if data.startswith(BOM):
+        data = data[len(BOM):]
         logger.info("%s: removed a UTF-8 byte-order mark", path)
     lines = data.split(b"\n")
     if lines[-1] == b"":
@@ -128,40 +128,67 @@ def normalise(texts: Sequence[str], label: str, out: TextLines,
     return out
 
 
-def _decode(raw: Sequence[bytes], path: Path | str, on_invalid_utf8: Policy | str) -> TextLines:
-    """Decode raw lines as UTF-8 under the policy (R22), then :func:`_normalise`.
+def decode_line(line: bytes, path: Path | str, line_number: int, policy: Policy) -> tuple[Optional[str], bool]:
+    """One raw line as ``(text, valid)`` under the UTF-8 policy (R22): a trailing ``\\r`` is
+    removed; an invalid line is, under ``replace``, decoded with U+FFFD for the bad bytes and,
+    under ``skip``/``warn``, None.
 
     Raises:
         DataError: ``error`` policy and a line that is not UTF-8 (file, line, byte offset).
     """
-    policy = _policy(on_invalid_utf8, (Policy.error, Policy.replace, Policy.skip, Policy.warn),
-                     "data.on_invalid_utf8")
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        return line.decode("utf-8"), True
+    except UnicodeDecodeError as err:
+        if policy is Policy.error:
+            raise DataError(
+                f"{path}: line {line_number}: invalid UTF-8 at byte offset {err.start} of the line "
+                f"({err.reason}); fix the file or set data.on_invalid_utf8=replace|skip") from None
+    return (line.decode("utf-8", errors="replace") if policy is Policy.replace else None), False
+
+
+def utf8_policy(value: Policy | str) -> Policy:
+    """``data.on_invalid_utf8`` as a :class:`Policy` (ValueError for one that does not apply)."""
+    return _policy(value, (Policy.error, Policy.replace, Policy.skip, Policy.warn), "data.on_invalid_utf8")
+
+
+def empty_policy(value: Policy | str) -> Policy:
+    """``data.on_empty`` as a :class:`Policy` (ValueError for one that does not apply)."""
+    return _policy(value, (Policy.skip, Policy.warn, Policy.error), "data.on_empty")
+
+
+def report_invalid_utf8(path: Path | str, count: int, first_line: Optional[int], policy: Policy) -> None:
+    """Warn once about a file's invalid UTF-8 lines (R22)."""
+    if first_line is not None:
+        action = "replaced bad bytes by U+FFFD" if policy is Policy.replace else "skipping the pairs"
+        logger.warning("%s: %d lines are not valid UTF-8 (first: line %d); %s", path, count, first_line, action)
+
+
+def _decode(raw: Sequence[bytes], path: Path | str, on_invalid_utf8: Policy | str) -> TextLines:
+    """Decode raw lines as UTF-8 under the policy (R22, :func:`decode_line`), then :func:`normalise`.
+
+    Raises:
+        DataError: ``error`` policy and a line that is not UTF-8 (file, line, byte offset).
+    """
+    policy = utf8_policy(on_invalid_utf8)
     out = TextLines()
     texts: list[str] = []
     first_bad = None
     for i, line in enumerate(raw):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        try:
-            texts.append(line.decode("utf-8"))
+        text, valid = decode_line(line, path, i + 1, policy)
+        if valid:
+            texts.append(text)
             continue
-        except UnicodeDecodeError as err:
-            if policy is Policy.error:
-                raise DataError(
-                    f"{path}: line {i + 1}: invalid UTF-8 at byte offset {err.start} of the line "
-                    f"({err.reason}); fix the file or set data.on_invalid_utf8=replace|skip") from None
-            first_bad = first_bad or i + 1
+        first_bad = first_bad or i + 1
         out.stats["invalid_utf8"] += 1
-        if policy is Policy.replace:
+        if text is not None:
             out.stats["replaced_utf8"] += 1
-            texts.append(line.decode("utf-8", errors="replace"))
+            texts.append(text)
         else:
             out.invalid.append(i)
             texts.append("")
-    if first_bad is not None:
-        action = "replaced bad bytes by U+FFFD" if policy is Policy.replace else "skipping the pairs"
-        logger.warning("%s: %d lines are not valid UTF-8 (first: line %d); %s",
-                       path, out.stats["invalid_utf8"], first_bad, action)
+    report_invalid_utf8(path, out.stats["invalid_utf8"], first_bad, policy)
     return normalise(texts, str(path), out)
 
 
@@ -182,7 +209,7 @@ def read_lines(path: Path | str, on_invalid_utf8: Policy | str = Policy.error) -
     return _decode(_split_bytes(path), path, on_invalid_utf8)
 
 
-def _check_counts(src_path: Path | str, n_src: int, tgt_path: Path | str, n_tgt: int) -> None:
+def check_line_counts(src_path: Path | str, n_src: int, tgt_path: Path | str, n_tgt: int) -> None:
     """R20: equal line counts, else DataError naming both files, counts and first lone line."""
     if n_src == n_tgt:
         return
@@ -197,7 +224,7 @@ def _check_counts(src_path: Path | str, n_src: int, tgt_path: Path | str, n_tgt:
 def make_parallel(src: TextLines, tgt: TextLines, line_numbers: list[int], names: tuple[str, str],
                    on_empty: Policy | str, drop_empty: bool, name: str) -> ParallelText:
     """Pair the two sides; when ``drop_empty`` drop invalid and empty pairs (R21)."""
-    policy = _policy(on_empty, (Policy.skip, Policy.warn, Policy.error), "data.on_empty")
+    policy = empty_policy(on_empty)
     n = len(src)
     stats = {"read": n, "kept": n, "empty_dropped": 0, "invalid_dropped": 0}
     for key in ("invalid_utf8", "replaced_utf8", "control_chars"):
@@ -247,7 +274,7 @@ def read_parallel(src_path: Path | str, tgt_path: Path | str, *, on_empty: Polic
             an empty side under ``on_empty=error``.
     """
     raw_src, raw_tgt = _split_bytes(src_path), _split_bytes(tgt_path)
-    _check_counts(src_path, len(raw_src), tgt_path, len(raw_tgt))
+    check_line_counts(src_path, len(raw_src), tgt_path, len(raw_tgt))
     if max_pairs is not None:
         raw_src, raw_tgt = raw_src[:max_pairs], raw_tgt[:max_pairs]
     src = _decode(raw_src, src_path, on_invalid_utf8)

@@ -4,10 +4,11 @@ One joint model for both languages (needed for shared embeddings) or one per sid
 special ids are fixed everywhere: pad 0, unk 1, bos 2, eos 3 (:mod:`nmt.data.batch`).
 Encoding adds no BOS/EOS; :meth:`nmt.data.batch.Batch.collate` adds them.
 
-Training is deterministic (R27): every sentence is used in order (``input_sentence_size=0``),
-the random generator is seeded and the thread count is fixed (the unigram EM sums depend
-on it). The trained model is cached under ``cache_dir/spm-<hash>/`` keyed by the training
-text and every option.
+Training is deterministic (R27): the sentences given are used in order (a large corpus is
+sampled before, with the run's seed: :class:`nmt.data.reservoir.Reservoir`), the random
+generator is seeded and the thread count is fixed (the unigram EM sums depend on it). The
+trained model is cached under ``cache_dir/spm-<hash>/`` keyed by the training text and every
+option.
 """
 from __future__ import annotations
 
@@ -198,8 +199,7 @@ def _train_options(cfg: TokenizerConfig) -> dict:
         character_coverage=cfg.character_coverage, byte_fallback=cfg.byte_fallback,
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         hard_vocab_limit=False,  # tiny corpora get a smaller vocabulary instead of an error
-        input_sentence_size=cfg.input_sentence_size,
-        shuffle_input_sentence=cfg.input_sentence_size > 0,  # seeded sample only when subsetting
+        input_sentence_size=0, shuffle_input_sentence=False,  # the caller samples, with the run's seed
         num_threads=max(1, cfg.num_threads), minloglevel=2)
 
 

@@ -2,13 +2,15 @@
 
 Three sources of training ids:
 
-- files (``data.corpus``/``data.dir``): read, cleaned, encoded in memory;
+- files (``data.corpus``/``data.dir``): encoded once into a memory-mapped cache, sentencepiece
+  trained on a seeded sample (:mod:`nmt.data.id_cache`); with subword sampling, read into memory;
 - a Hugging Face dataset (``data.hf_name``): read and cleaned like files, encoded with
   ``Dataset.map(num_proc=data.num_proc)`` into a cache keyed by the sentencepiece model
   (:func:`nmt.data.hf.tokenize_split`);
-- a streamed Hugging Face dataset (``data.streaming=true``): never held in memory. sentencepiece
-  is trained on the first ``data.stream_spm_sentences`` pairs of the stream, and
-  :attr:`PreparedData.train_stream` yields the batches (:class:`nmt.data.streaming.StreamingBatches`).
+- a stream (``data.streaming=true``, hub data or files, :mod:`nmt.data.text_stream`): never held
+  in memory. sentencepiece is trained on the first ``data.stream_spm_sentences`` pairs of the
+  stream, and :attr:`PreparedData.train_stream` yields the batches
+  (:class:`nmt.data.streaming.StreamingBatches`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ from nmt.config import DataConfig
 from nmt.data.dataset import filter_by_length
 from nmt.data.download import resolve_data_dir
 from nmt.data.errors import DataError
-from nmt.data.splits import check_not_empty, load_split
+from nmt.data.id_cache import cached_ids, cached_train_ids, corpus_tokenizer, file_sha256
+from nmt.data.mixture import CorpusMixture
+from nmt.data.reservoir import Reservoir
+from nmt.data.splits import check_not_empty, load_split, split_files
 from nmt.data.text import ParallelText
 from nmt.data.dataset import UNK_WARN_RATE, TokenizedDataset
 from nmt.data.sampling import SubwordSampling
@@ -49,8 +54,10 @@ class PreparedData:
             (``load_state_dict`` on resume). It has no ``len()`` (TypeError): the progress bar and
             the "skip the last partial update of an epoch" rule need another form; the largest
             batch for the memory preflight is not known in advance either.
-        train_sampling: with ``data.tokenizer.enable_sampling=true``, each epoch's sampled
-            segmentation of the same pairs as ``train`` (which keeps the best one); the trainer
+        train_sampling: the pairs of each epoch when they change from epoch to epoch: with
+            ``data.tokenizer.enable_sampling=true`` each epoch's sampled segmentation of the same
+            pairs as ``train`` (which keeps the best one); with ``data.train`` the epoch's weighted
+            mixture (:class:`nmt.data.mixture.CorpusMixture`; ``train`` is epoch 1's). The trainer
             batches ``train_sampling.dataset(epoch)`` instead of ``train``.
     """
 
@@ -59,7 +66,7 @@ class PreparedData:
     valid: ParallelText
     test: ParallelText | None
     train_stream: Optional[StreamingBatches] = None
-    train_sampling: Optional[SubwordSampling] = None
+    train_sampling: Optional[SubwordSampling | CorpusMixture] = None
 
 
 def tokenizer_cache_dir(cfg: DataConfig) -> Path:
@@ -67,6 +74,13 @@ def tokenizer_cache_dir(cfg: DataConfig) -> Path:
     if cfg.tokenizer.cache_dir:
         return Path(cfg.tokenizer.cache_dir)
     return Path.home() / ".cache" / "nmt" / "spm"
+
+
+def ids_cache_dir(cfg: DataConfig) -> Path:
+    """Where encoded training ids of file corpora are cached (``<tokenizer.cache_dir>/ids`` or
+    ``~/.cache/nmt/ids``; :mod:`nmt.data.id_cache`)."""
+    base = Path(cfg.tokenizer.cache_dir) if cfg.tokenizer.cache_dir else Path.home() / ".cache" / "nmt"
+    return base / "ids"
 
 
 def map_cache_dir(cfg: DataConfig) -> Path:
@@ -86,13 +100,14 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
     Raises:
         nmt.data.errors.DataError: bad or missing input (the message says where and what).
     """
-    if cfg.streaming and not cfg.hf_name:
-        raise DataError("data.streaming=true reads a Hugging Face dataset: set data.hf_name (a hub id, a "
-                        "save_to_disk folder, or json/csv/parquet with data.hf_data_files)")
     if cfg.streaming:
         valid = load_split(cfg, "valid")
         test = load_split(cfg, "test") if with_test else None
         return _prepare_stream(cfg, seed, max_tokens, valid, test)
+    if cfg.train:
+        return _prepare_mixture(cfg, seed, with_test)
+    if not cfg.hf_name and not cfg.tokenizer.enable_sampling:
+        return _prepare_cached(cfg, seed, with_test)
     hf_train = None
     if cfg.hf_name:  # opened and read once: its text trains sentencepiece, its dataset is tokenised below
         from nmt.data.hf import read_hf_split
@@ -106,7 +121,9 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
     where = cfg.hf_name or resolve_data_dir(cfg.corpus, cfg.dir)
     log.info("data %s %s-%s: train %d, valid %d, test %s pairs", where, cfg.src_lang, cfg.tgt_lang, len(train.src),
              len(valid.src), "-" if test is None else len(test.src))
-    tokenizer = train_tokenizer(train.src, train.tgt, cfg.tokenizer, tokenizer_cache_dir(cfg), seed=seed)
+    sample = _spm_sample(len(train.src), cfg.tokenizer.input_sentence_size, seed)
+    tokenizer = train_tokenizer([train.src[i] for i in sample], [train.tgt[i] for i in sample], cfg.tokenizer,
+                                tokenizer_cache_dir(cfg), seed=seed)
     if cfg.hf_name:
         from nmt.data.hf import load_tokenized_train
 
@@ -128,6 +145,66 @@ def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens:
     return PreparedData(tokenizer, dataset, valid, test, train_sampling=sampling)
 
 
+def _spm_sample(n: int, size: int, seed: int) -> list[int]:
+    """Indices of the pairs sentencepiece trains on: all (``size`` 0 or >= n), else a seeded
+    reservoir sample in order, the same draw as a file corpus gets (:mod:`nmt.data.id_cache`)."""
+    if size <= 0 or size >= n:
+        return list(range(n))
+    reservoir: Reservoir[int] = Reservoir(size, seed)
+    for i in range(n):
+        reservoir.offer(i)
+    return reservoir.items()
+
+
+def _prepare_cached(cfg: DataConfig, seed: int, with_test: bool) -> PreparedData:
+    """A file corpus: training ids from the memory-mapped cache (:mod:`nmt.data.id_cache`), filtered by length."""
+    name = f"{cfg.corpus}/{cfg.train_split}"
+    src_path, tgt_path = split_files(cfg, "train")
+    valid = load_split(cfg, "valid")  # small: read first, so a missing dev set fails before encoding
+    test = load_split(cfg, "test") if with_test else None
+    tokenizer, dataset, lines = cached_train_ids(cfg, src_path, tgt_path, seed, ids_cache_dir(cfg),
+                                                 tokenizer_cache_dir(cfg), name)
+    log.info("data %s %s-%s: train %d, valid %d, test %s pairs", src_path.parent, cfg.src_lang, cfg.tgt_lang,
+             len(dataset), len(valid.src), "-" if test is None else len(test.src))
+    report_unk(dataset, name)
+    keep = filter_by_length(dataset.src_lengths, dataset.tgt_lengths, cfg.max_len, cfg.max_len_ratio,
+                            cfg.max_drop_fraction, name=name, line_numbers=lines)
+    if len(keep) < len(dataset):
+        dataset = dataset.subset(keep)
+    return PreparedData(tokenizer, dataset, valid, test)
+
+
+def _prepare_mixture(cfg: DataConfig, seed: int, with_test: bool) -> PreparedData:
+    """``data.train``: one tokenizer over a weighted sample of every corpus, each corpus's ids in its
+    own cache, length-filtered, and every epoch's pairs mixed by weight (:class:`CorpusMixture`)."""
+    corpora = []
+    for entry in cfg.train:
+        paths = [Path(entry.dir).expanduser() / f"{cfg.train_split}.{lang}" for lang in (cfg.src_lang, cfg.tgt_lang)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise DataError(f"data.train: {', '.join(missing)} not found (each corpus needs "
+                            f"{cfg.train_split}.{cfg.src_lang} and {cfg.train_split}.{cfg.tgt_lang})")
+        corpora.append((paths[0], paths[1], entry.weight))
+    valid = load_split(cfg, "valid")
+    test = load_split(cfg, "test") if with_test else None
+    digests = [(file_sha256(s), file_sha256(t)) for s, t, _ in corpora]
+    tokenizer = corpus_tokenizer(cfg, corpora, digests, seed, ids_cache_dir(cfg), tokenizer_cache_dir(cfg),
+                                 "data.train")
+    parts, names = [], []
+    for (src_path, tgt_path, _), digest in zip(corpora, digests):
+        name = f"{src_path.parent}/{cfg.train_split}"
+        ids, lines = cached_ids(cfg, src_path, tgt_path, digest, tokenizer, ids_cache_dir(cfg), name)
+        report_unk(ids, name)
+        keep = filter_by_length(ids.src_lengths, ids.tgt_lengths, cfg.max_len, cfg.max_len_ratio,
+                                cfg.max_drop_fraction, name=name, line_numbers=lines)
+        parts.append(ids.subset(keep) if len(keep) < len(ids) else ids)
+        names.append(name)
+    mixture = CorpusMixture(parts, [w for _, _, w in corpora], seed, names)
+    log.info("data: %d training corpora mixed by weight, %d pairs an epoch; valid %d, test %s pairs", len(parts),
+             sum(mixture.quotas), len(valid.src), "-" if test is None else len(test.src))
+    return PreparedData(tokenizer, mixture.dataset(1), valid, test, train_sampling=mixture)
+
+
 def report_unk(dataset: TokenizedDataset, name: str) -> None:
     """Log the UNK rate per side (warning above ``UNK_WARN_RATE``, R24), as ``TokenizedDataset.from_text``."""
     for side, rate in dataset.unk_rate.items():
@@ -143,8 +220,9 @@ def _prepare_stream(cfg: DataConfig, seed: int, max_tokens: int, valid: Parallel
     """Train sentencepiece on the first ``stream_spm_sentences`` pairs of the stream (cleaned), check
     UNK rate and length-filter drop rate on them, and wrap the stream in :class:`StreamingBatches`."""
     from nmt.data.hf import clean_pairs, open_train_stream
+    from nmt.data.text_stream import open_text_stream
 
-    source, columns, label = open_train_stream(cfg)
+    source, columns, label = open_train_stream(cfg) if cfg.hf_name else open_text_stream(cfg)
     n = cfg.stream_spm_sentences if cfg.max_train_pairs is None else min(cfg.stream_spm_sentences, cfg.max_train_pairs)
     if n <= 0:
         raise DataError(f"data.stream_spm_sentences must be positive, got {cfg.stream_spm_sentences}")
@@ -153,7 +231,7 @@ def _prepare_stream(cfg: DataConfig, seed: int, max_tokens: int, valid: Parallel
                          f"{label} (first {len(pairs)} rows)", cfg.on_empty, True, cfg)
     if not len(sample):
         raise DataError(f"{label}: no usable training pairs in the first {len(pairs)} rows of the stream")
-    log.info("data %s %s-%s (streamed): sentencepiece sample %d pairs, valid %d, test %s pairs", cfg.hf_name,
+    log.info("data %s %s-%s (streamed): sentencepiece sample %d pairs, valid %d, test %s pairs", label,
              cfg.src_lang, cfg.tgt_lang, len(sample), len(valid.src), "-" if test is None else len(test.src))
     tokenizer = train_tokenizer(sample.src, sample.tgt, cfg.tokenizer, tokenizer_cache_dir(cfg), seed=seed)
     ids = TokenizedDataset.from_text(tokenizer, sample.src, sample.tgt, name=sample.name)

@@ -211,7 +211,7 @@ def check_ranks_agree(ctx: DistContext, cfg, tokenizer, data) -> None:
     train = data.train
     mine = {"config": cfg, "tokenizer": tokenizer.sha256(),
             "data": {"train pairs": None if train is None else len(train),
-                     "train tokens": None if train is None else int(sum(train.src_lengths)) + int(sum(train.tgt_lengths)),
+                     "train tokens": None if train is None else int(train.src_lengths.sum() + train.tgt_lengths.sum()),
                      "valid pairs": len(data.valid.src), "test pairs": None if data.test is None else len(data.test.src)}}
     everyone = all_gather_object(ctx, mine)
     problems = []

@@ -278,8 +278,7 @@ class Trainer:
         batches = self.sampler.batches()
         if batches:
             ds = self.train_ids(self.sampler.epoch)
-            largest = max(batches, key=lambda b: len(b) * (max(ds.src_lengths[i] for i in b) +
-                                                          max(ds.tgt_lengths[i] for i in b)))
+            largest = max(batches, key=lambda b: len(b) * int(ds.src_lengths[b].max() + ds.tgt_lengths[b].max()))
             self.updater.preflight(make_batch(ds, largest).to(self.device))
 
     def validation_due(self, epoch_end: bool) -> bool:
