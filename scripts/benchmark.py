@@ -35,6 +35,9 @@ What it reports (every part runs in its own subprocess, so each peak RSS is its 
   threads (exported on the fly), and ``per_token_ms``: the time of one decoder step of a
   (batch x beam) batch with the cache, for outputs of 10, 20, 40 and 80 tokens (flat =
   linear total time).
+* ``--scale 100000,1000000``: start-up on large corpora instead (``scripts/scale_bench.py``): for
+  each size, time to the first update on a first and a cached start, peak RSS, encoding rate and
+  cache bytes per pair, and the slope of each against the corpus size.
 * ``cold_start``: wall time of ``nmt-translate ckpt=<first --ckpt> "<one sentence>"`` in a
   fresh interpreter (median of 3) and which heavy modules it imported.
 """
@@ -295,6 +298,10 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, default=BASELINE,
                         help="JSON of the first trainer's speed measured on this machine (speedup_vs_baseline); "
                              "benchmarks/ keeps one per host (docs/performance.md)")
+    parser.add_argument("--scale", default="", help="comma-separated corpus sizes in pairs: start-up time, peak RSS "
+                        "and cache size of nmt-train on scripts/make_scale_corpus.py corpora (scripts/scale_bench.py)")
+    parser.add_argument("--scale-dir", type=Path, default=Path("/tmp/nmt-scale"),
+                        help="where --scale writes its corpora, caches and runs (removed per size when done)")
     parser.add_argument("--worker", choices=["train", "translate"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -306,6 +313,12 @@ def main() -> None:
                                            ct2=not args.no_ct2)))
         return
 
+    if args.scale:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from scale_bench import measure
+
+        print(json.dumps(measure([int(n) for n in args.scale.split(",")], args.scale_dir), indent=2))
+        return
     import torch
 
     peak = matmul_peak_gflops()
