@@ -66,17 +66,11 @@ def choose_heads(maps, layer: Optional[int], head: str, gold, shift: bool):
 def write_forced_records(logdir: str, maps, pairs, gold) -> None:
     """Every pair's attention (with its gold links) for the Attention dashboard: sentence = pair
     number - 1, step 0, the given translation as a forced hypothesis."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    from nmt.tensorboard.writer import make_record, write_records
+    from nmt.tensorboard.writer import make_record, write_event_file
 
     records = [make_record(m, i, 0, pairs.src[i], pairs.tgt[i], pairs.tgt[i], search={"forced": True},
                            gold=None if gold is None else gold[i]) for i, m in enumerate(maps)]
-    writer = SummaryWriter(logdir)
-    try:
-        write_records(writer, records)
-    finally:
-        writer.close()
+    write_event_file(logdir, records)
     log.info("wrote the attention of %d pairs to %s (tensorboard --logdir %s: Attention tab)", len(records), logdir,
              logdir)
 

@@ -161,19 +161,13 @@ class TorchEngine:
             log.info("wrote %d attention figures to %s", n, " and ".join(p for p in (ac.logdir, ac.png_dir) if p))
 
     def _write_records(self, maps, decoded: Decoded, rows: list[int], first_line: int, logdir: str) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        from nmt.tensorboard.writer import make_record, write_records
+        from nmt.tensorboard.writer import make_record, write_event_file
 
         search = {"beam_size": self.defaults.beam_size, "length_penalty": self.search.length_penalty
                   if self.defaults.length_penalty is None else self.defaults.length_penalty}
         records = [make_record(m, first_line + i - 1, 0, decoded.sources[i], decoded.translations[i][0].text,
                                score=decoded.hypotheses[i][0].score, search=search) for m, i in zip(maps, rows)]
-        writer = SummaryWriter(logdir)
-        try:
-            write_records(writer, records)
-        finally:
-            writer.close()
+        write_event_file(logdir, records)
 
 
 class CT2Engine:

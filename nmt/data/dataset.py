@@ -81,14 +81,18 @@ class TokenizedDataset:
                     logger.warning("%s: %d %s sentences longer than %d tokens truncated (first: line %d)",
                                    name or "data", len(long), side, max_len, long[0] + 1)
         data = cls(src, tgt)
-        for side, rate in data.unk_rate.items():
-            if rate > UNK_WARN_RATE:
-                logger.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this "
-                               "language pair, or set tokenizer.byte_fallback=true / raise "
-                               "tokenizer.character_coverage", name or "data", 100 * rate, side)
-            else:
-                logger.info("%s: %.3f%% of %s tokens are <unk>", name or "data", 100 * rate, side)
+        report_unk(data, name or "data")
         return data
+
+
+def report_unk(dataset: TokenizedDataset, name: str) -> None:
+    """Log the UNK rate per side: a warning with advice above :data:`UNK_WARN_RATE` (R24)."""
+    for side, rate in dataset.unk_rate.items():
+        if rate > UNK_WARN_RATE:
+            logger.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this language pair, or set "
+                           "tokenizer.byte_fallback=true / raise tokenizer.character_coverage", name, 100 * rate, side)
+        else:
+            logger.info("%s: %.3f%% of %s tokens are <unk>", name, 100 * rate, side)
 
 
 def _unk_rate(seqs: Ragged) -> float:

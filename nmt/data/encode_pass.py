@@ -17,7 +17,7 @@ import numpy as np
 from nmt.config import DataConfig, Policy
 from nmt.data.batch import UNK_ID
 from nmt.data.errors import DataError
-from nmt.data.text import BOM, CONTROL, clean, decode_line, empty_policy, report_invalid_utf8, utf8_policy
+from nmt.data.text import CONTROL, clean, decode_line, empty_policy, raw_line, report_invalid_utf8, utf8_policy
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +140,7 @@ def _pair(a: bytes, b: bytes, line: int, paths: tuple[Path, Path], utf8: Policy,
     counts.stats["read"] += 1
     texts = []
     for side, raw, path in (("src", a, paths[0]), ("tgt", b, paths[1])):
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
-        if line == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM):]
-        text, valid = decode_line(raw, path, line, utf8)
+        text, valid = decode_line(raw_line(raw, line), path, line, utf8)
         if not valid:
             counts.stats["invalid_utf8"] += 1
             counts.invalid[side][0] += 1

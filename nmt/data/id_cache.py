@@ -36,11 +36,12 @@ import numpy as np
 
 from nmt.config import DataConfig
 from nmt.data.dataset import TokenizedDataset
+from nmt.data.download import sha256_file
 from nmt.data.encode_pass import encode_files
 from nmt.data.errors import DataError
 from nmt.data.ragged import Ragged
 from nmt.data.reservoir import Reservoir
-from nmt.data.text import BOM, check_line_counts, clean, decode_line, utf8_policy
+from nmt.data.text import check_line_counts, clean, decode_line, raw_line, utf8_policy
 from nmt.data.tokenizer import Tokenizer, train_tokenizer
 from nmt.io import fsync_dir
 
@@ -49,15 +50,6 @@ log = logging.getLogger(__name__)
 #: bumped whenever the files or their meaning change, so an old cache is never misread
 FORMAT_VERSION = 1
 _META = "meta.json"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 16 MiB blocks (hashlib releases the GIL while hashing)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(cfg: DataConfig, **parts) -> str:
@@ -108,18 +100,13 @@ def sample_pairs(src_path: Path, tgt_path: Path, cfg: DataConfig, seed: int,
     policy = utf8_policy(cfg.on_invalid_utf8)
     src, tgt = [], []
     for line, a, b in reservoir.items():
-        pair = [decode_line(_strip(raw, line), path, line, policy)[0] for raw, path in ((a, src_path), (b, tgt_path))]
+        pair = [decode_line(raw_line(raw, line), path, line, policy)[0] for raw, path in ((a, src_path), (b, tgt_path))]
         if pair[0] is not None and pair[1] is not None:
             s, t = clean(pair[0]), clean(pair[1])
             if s and t:
                 src.append(s)
                 tgt.append(t)
     return src, tgt, n_src
-
-
-def _strip(raw: bytes, line: int) -> bytes:
-    raw = raw[:-1] if raw.endswith(b"\n") else raw
-    return raw[len(BOM):] if line == 1 and raw.startswith(BOM) else raw
 
 
 def cached_train_ids(cfg: DataConfig, src_path: Path, tgt_path: Path, seed: int, cache_root: Path,
@@ -136,7 +123,7 @@ def cached_train_ids(cfg: DataConfig, src_path: Path, tgt_path: Path, seed: int,
     Raises:
         DataError: bad input (file and line named), or a cache folder that cannot be written.
     """
-    digests = (file_sha256(src_path), file_sha256(tgt_path))
+    digests = (sha256_file(src_path), sha256_file(tgt_path))
     tokenizer = corpus_tokenizer(cfg, [(src_path, tgt_path, 1.0)], [digests], seed, cache_root, spm_cache, name)
     ids, lines = cached_ids(cfg, src_path, tgt_path, digests, tokenizer, cache_root, name)
     return tokenizer, ids, lines

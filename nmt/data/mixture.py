@@ -11,17 +11,17 @@ The epoch's pairs depend only on the seed and the epoch, so resuming is exact.
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from nmt.data.dataset import TokenizedDataset
-from nmt.data.ragged import Ragged
+from nmt.data.ragged import IdSequences, Ragged
 
 log = logging.getLogger(__name__)
 
 
-class MixedRagged:
+class MixedRagged(IdSequences):
     """Item ``k`` is item ``local[k]`` of ``parts[part[k]]`` (the :class:`Ragged` interface that
     :class:`TokenizedDataset` and the batching use)."""
 
@@ -31,14 +31,8 @@ class MixedRagged:
     def __len__(self) -> int:
         return len(self.part)
 
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        return self.parts[int(self.part[k])][int(self.local[k])]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for k in range(len(self)):
-            yield self[k]
+    def item(self, k: int) -> np.ndarray:
+        return self.parts[int(self.part[k])].item(int(self.local[k]))
 
     def lengths(self) -> np.ndarray:
         """``(len(self),)`` int64 length of every item."""

@@ -12,7 +12,31 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 
-class Ragged:
+class IdSequences:
+    """Indexing shared by the flat id stores: ``s[k]`` (negative ``k`` from the end), ``s[a:b]``
+    (a list) and iteration, all through :meth:`item`."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def item(self, k: int) -> np.ndarray:
+        """``(length,)`` int64 ids of item ``0 <= k < len(self)``."""
+        raise NotImplementedError
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self.item(i) for i in range(*k.indices(len(self)))]
+        k = int(k) + len(self) if int(k) < 0 else int(k)
+        if not 0 <= k < len(self):
+            raise IndexError(f"index {k} out of range for {len(self)} sequences")
+        return self.item(k)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for k in range(len(self)):
+            yield self.item(k)
+
+
+class Ragged(IdSequences):
     """Item ``k`` is ``flat[offsets[j]:offsets[j + 1]]`` with ``j = selection[k]`` (``j = k`` without one).
 
     Args:
@@ -49,19 +73,10 @@ class Ragged:
     def __len__(self) -> int:
         return len(self.offsets) - 1 if self.selection is None else len(self.selection)
 
-    def __getitem__(self, k):
-        """``(length,)`` int64 ids of item ``k`` (a copy, so a memmap page is not kept referenced)."""
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        k = int(k) + len(self) if int(k) < 0 else int(k)
-        if not 0 <= k < len(self):
-            raise IndexError(f"index {k} out of range for {len(self)} sequences")
+    def item(self, k: int) -> np.ndarray:
+        """Item ``k``'s ids as int64 (a copy, so a memmap page is not kept referenced)."""
         j = k if self.selection is None else int(self.selection[k])
         return np.array(self.flat[self.offsets[j]:self.offsets[j + 1]], dtype=np.int64)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for k in range(len(self)):
-            yield self[k]
 
     def lengths(self) -> np.ndarray:
         """``(len(self),)`` int64 length of every item."""

@@ -107,6 +107,13 @@ def _split_bytes(path: Path | str) -> list[bytes]:
     return lines
 
 
+def raw_line(raw: bytes, line_number: int) -> bytes:
+    """A line as read from a binary file, without its ``\\n`` and, on line 1, a UTF-8 byte-order
+    mark (R19); the ``\\r`` of CRLF is :func:`decode_line`'s."""
+    raw = raw[:-1] if raw.endswith(b"\n") else raw
+    return raw[len(BOM):] if line_number == 1 and raw.startswith(BOM) else raw
+
+
 def clean(text: str) -> str:
     """The cleaning rule (R26): :data:`CONTROL` characters become spaces, the ends are stripped."""
     return (CONTROL.sub(" ", text) if CONTROL.search(text) else text).strip()

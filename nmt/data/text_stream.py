@@ -14,7 +14,7 @@ from typing import Iterator
 from nmt.config import DataConfig
 from nmt.data.hf import TextColumns
 from nmt.data.splits import split_files
-from nmt.data.text import BOM, check_line_counts, decode_line, utf8_policy
+from nmt.data.text import check_line_counts, decode_line, raw_line, utf8_policy
 
 
 def count_lines(path: Path) -> int:
@@ -40,10 +40,7 @@ def text_pairs(src_paths: list[str], tgt_paths: list[str], on_invalid_utf8: str)
             for line, (a, b) in enumerate(zip(fs, ft), 1):
                 row = {}
                 for key, raw, path in (("src", a, src_path), ("tgt", b, tgt_path)):
-                    raw = raw[:-1] if raw.endswith(b"\n") else raw
-                    if line == 1 and raw.startswith(BOM):
-                        raw = raw[len(BOM):]
-                    row[key] = decode_line(raw, path, line, policy)[0] or ""
+                    row[key] = decode_line(raw_line(raw, line), path, line, policy)[0] or ""
                 yield row
 
 

@@ -132,6 +132,18 @@ def _half_proto(array: np.ndarray):
                        tensor_content=np.ascontiguousarray(array, dtype="<f2").tobytes())
 
 
+def write_event_file(logdir: str, records: Sequence[Record]) -> int:
+    """Write ``records`` into a new event file under ``logdir`` (``nmt-translate attention.logdir=``,
+    ``nmt-align logdir=``); returns the bytes written, as :func:`write_records`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(logdir)
+    try:
+        return write_records(writer, records)
+    finally:
+        writer.close()
+
+
 def write_records(writer, records: Sequence[Record]) -> int:
     """Append ``records`` to a ``torch.utils.tensorboard.SummaryWriter``'s event file; returns
     the bytes of the serialized summaries (what the event file grows by, before framing)."""

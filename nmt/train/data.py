@@ -21,14 +21,14 @@ from typing import Optional
 
 from nmt.config import DataConfig
 from nmt.data.dataset import filter_by_length
-from nmt.data.download import resolve_data_dir
+from nmt.data.download import resolve_data_dir, sha256_file
 from nmt.data.errors import DataError
-from nmt.data.id_cache import cached_ids, cached_train_ids, corpus_tokenizer, file_sha256
+from nmt.data.id_cache import cached_ids, cached_train_ids, corpus_tokenizer
 from nmt.data.mixture import CorpusMixture
 from nmt.data.reservoir import Reservoir
 from nmt.data.splits import check_not_empty, load_split, split_files
 from nmt.data.text import ParallelText
-from nmt.data.dataset import UNK_WARN_RATE, TokenizedDataset
+from nmt.data.dataset import TokenizedDataset, report_unk
 from nmt.data.sampling import SubwordSampling
 from nmt.data.streaming import StreamingBatches
 from nmt.data.tokenizer import Tokenizer, train_tokenizer
@@ -76,19 +76,21 @@ def tokenizer_cache_dir(cfg: DataConfig) -> Path:
     return Path.home() / ".cache" / "nmt" / "spm"
 
 
+def _cache_base(cfg: DataConfig) -> Path:
+    return Path(cfg.tokenizer.cache_dir) if cfg.tokenizer.cache_dir else Path.home() / ".cache" / "nmt"
+
+
 def ids_cache_dir(cfg: DataConfig) -> Path:
     """Where encoded training ids of file corpora are cached (``<tokenizer.cache_dir>/ids`` or
     ``~/.cache/nmt/ids``; :mod:`nmt.data.id_cache`)."""
-    base = Path(cfg.tokenizer.cache_dir) if cfg.tokenizer.cache_dir else Path.home() / ".cache" / "nmt"
-    return base / "ids"
+    return _cache_base(cfg) / "ids"
 
 
 def map_cache_dir(cfg: DataConfig) -> Path:
     """Where tokenised ``save_to_disk`` / in-memory Hugging Face datasets are cached
     (``<tokenizer.cache_dir>/hf_map`` or ``~/.cache/nmt/hf_map``); hub and data-file datasets use
     ``datasets``' own cache instead."""
-    base = Path(cfg.tokenizer.cache_dir) if cfg.tokenizer.cache_dir else Path.home() / ".cache" / "nmt"
-    return base / "hf_map"
+    return _cache_base(cfg) / "hf_map"
 
 
 def prepare_data(cfg: DataConfig, seed: int, with_test: bool = True, max_tokens: int = 4096) -> PreparedData:
@@ -187,7 +189,7 @@ def _prepare_mixture(cfg: DataConfig, seed: int, with_test: bool) -> PreparedDat
         corpora.append((paths[0], paths[1], entry.weight))
     valid = load_split(cfg, "valid")
     test = load_split(cfg, "test") if with_test else None
-    digests = [(file_sha256(s), file_sha256(t)) for s, t, _ in corpora]
+    digests = [(sha256_file(s), sha256_file(t)) for s, t, _ in corpora]
     tokenizer = corpus_tokenizer(cfg, corpora, digests, seed, ids_cache_dir(cfg), tokenizer_cache_dir(cfg),
                                  "data.train")
     parts, names = [], []
@@ -203,16 +205,6 @@ def _prepare_mixture(cfg: DataConfig, seed: int, with_test: bool) -> PreparedDat
     log.info("data: %d training corpora mixed by weight, %d pairs an epoch; valid %d, test %s pairs", len(parts),
              sum(mixture.quotas), len(valid.src), "-" if test is None else len(test.src))
     return PreparedData(tokenizer, mixture.dataset(1), valid, test, train_sampling=mixture)
-
-
-def report_unk(dataset: TokenizedDataset, name: str) -> None:
-    """Log the UNK rate per side (warning above ``UNK_WARN_RATE``, R24), as ``TokenizedDataset.from_text``."""
-    for side, rate in dataset.unk_rate.items():
-        if rate > UNK_WARN_RATE:
-            log.warning("%s: %.2f%% of %s tokens are <unk>; train the tokenizer on this language pair, or set "
-                        "tokenizer.byte_fallback=true / raise tokenizer.character_coverage", name, 100 * rate, side)
-        else:
-            log.info("%s: %.3f%% of %s tokens are <unk>", name, 100 * rate, side)
 
 
 def _prepare_stream(cfg: DataConfig, seed: int, max_tokens: int, valid: ParallelText,

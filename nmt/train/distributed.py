@@ -89,7 +89,7 @@ def init_distributed(device: str = "cpu", timeout_minutes: float = 60.0) -> Dist
         return SINGLE
     import torch.distributed as dist
 
-    rank, local_rank = env_rank(), int(os.environ.get("LOCAL_RANK", "0") or 0)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
     use_cuda = device in ("cuda", "auto") and torch.cuda.is_available() or device.startswith("cuda:")
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
